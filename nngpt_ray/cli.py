@@ -1,0 +1,254 @@
+"""The `nngpt` command. Bad input ends with a one-line message and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from nngpt_ray.failures import CandidateFileError, UserError
+
+err_console = Console(stderr=True, highlight=False)
+out_console = Console(highlight=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except UserError as err:
+        print(f"nngpt: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("nngpt: interrupted")
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nngpt", description="LLM-driven AutoML for vision networks on Ray.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", help="YAML config (default: the embedded local preset)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one setting, e.g. --set trainers.count=4 (repeatable)")
+
+    run = sub.add_parser("run", help="run the closed loop: generate, dedup, train, fine-tune")
+    with_config(run)
+    run.add_argument("--out", help="parent folder of run directories (run.out_dir)")
+    run.add_argument("--name", help="run directory name (run.name)")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    run.add_argument("--cycles", type=int, help="adapter versions to generate with (loop.cycles)")
+    run.add_argument("--candidates", type=int, help="stop after this many generated candidates")
+    run.add_argument("--minutes", type=float, help="stop generating after this many minutes")
+    run.set_defaults(handler=_cmd_run)
+
+    ev = sub.add_parser("eval", help="train one network file in the sandbox and report what was measured")
+    with_config(ev)
+    ev.add_argument("file", help="a Python file following the LEMUR network contract")
+    ev.add_argument("--dataset", help="dataset name (default: data.dataset)")
+    ev.add_argument("--epochs", type=int, help="epochs to train (default: train.epochs)")
+    ev.add_argument("--lr", type=float)
+    ev.add_argument("--momentum", type=float)
+    ev.add_argument("--batch", type=int)
+    ev.add_argument("--resize", type=int, help="square resize of the input images")
+    ev.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE", help="another hyperparameter")
+    ev.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    ev.set_defaults(handler=_cmd_eval)
+
+    st = sub.add_parser("status", help="per-cycle table of a run")
+    st.add_argument("run_dir")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(handler=_cmd_status)
+
+    ex = sub.add_parser("export", help="write a run's tables as Parquet")
+    ex.add_argument("run_dir")
+    ex.add_argument("--out", help="output folder (default: RUN_DIR/export)")
+    ex.set_defaults(handler=_cmd_export)
+
+    bs = sub.add_parser("bootstrap", help="build (or rebuild) the embedded default model")
+    with_config(bs)
+    bs.add_argument("--force", action="store_true", help="rebuild even if a cached model exists")
+    bs.set_defaults(handler=_cmd_bootstrap)
+    return parser
+
+
+# ---------------------------------------------------------------- eval
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from nngpt_ray import datasets
+    from nngpt_ray.config import load_config
+    from nngpt_ray.harness import evaluate
+    from nngpt_ray.spec import CandidateSpec
+
+    cfg = load_config(args.config, args.set)
+    path = Path(args.file)
+    try:
+        code = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise CandidateFileError(f"cannot read network file {path}: {getattr(err, 'strerror', None) or err}") from None
+    dataset = args.dataset or cfg.data.dataset
+    datasets.dataset_info(dataset)
+    epochs = args.epochs or cfg.train.epochs
+    if epochs < 1:
+        raise UserError("--epochs must be at least 1")
+    spec = CandidateSpec(code=code, dataset=dataset, hyperparameters=_eval_hyperparameters(args, code, epochs),
+                         transform=_transform(cfg, args.resize))
+    data = datasets.prepare(dataset, cfg.data.data_dir, cfg.data.download, max_train=cfg.data.max_train)
+
+    progress = _EpochProgress(epochs, enabled=True)
+    with progress:
+        result = evaluate(spec, data, cfg.sandbox, epochs=epochs, device=cfg.train.device,
+                          threads=cfg.train.threads, seed=cfg.run.seed, on_epoch=progress.epoch_done)
+    if args.json:
+        print(json.dumps(result.summary()))
+    else:
+        _print_result(result)
+    return 0
+
+
+def _eval_hyperparameters(args: argparse.Namespace, code: str, epochs: int):
+    import ast
+
+    from nngpt_ray.contract import check_contract
+    from nngpt_ray.corpus import hyperparameters_comment
+    from nngpt_ray.spec import DEFAULT_HYPERPARAMETERS, Hyperparameters
+
+    values: dict = {"lr": DEFAULT_HYPERPARAMETERS["lr"], "momentum": DEFAULT_HYPERPARAMETERS["momentum"]}
+    try:
+        declared = check_contract(ast.parse(code)).declared or set()
+    except SyntaxError:
+        declared = set()
+    values.update({k: DEFAULT_HYPERPARAMETERS[k] for k in declared if k in DEFAULT_HYPERPARAMETERS})
+    values.update(hyperparameters_comment(code))
+    for name in ("lr", "momentum", "batch"):
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    for item in args.hp:
+        key, sep, value = item.partition("=")
+        try:
+            values[key.strip()] = float(value)
+        except ValueError:
+            raise UserError(f"--hp {item!r} must look like NAME=NUMBER") from None
+    values["epochs"] = epochs
+    from pydantic import ValidationError
+
+    from nngpt_ray.config import describe_validation_error
+    try:
+        return Hyperparameters(**values)
+    except ValidationError as err:
+        raise UserError(f"bad hyperparameters: {describe_validation_error(err, Hyperparameters)}") from None
+
+
+def _transform(cfg, resize: int | None):
+    from nngpt_ray.spec import Transform
+
+    return Transform(resize=resize or cfg.data.resize, normalize=cfg.data.normalize, hflip=cfg.data.hflip)
+
+
+class _EpochProgress:
+    """A progress bar on stderr (a plain line per epoch when stderr is not a terminal)."""
+
+    def __init__(self, epochs: int, enabled: bool) -> None:
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.epochs = epochs
+        self.live = enabled and err_console.is_terminal
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                 TextColumn("{task.completed}/{task.total} epochs"), TimeElapsedColumn(),
+                                 console=err_console, transient=False, disable=not self.live)
+        self.task = self.progress.add_task("starting sandbox", total=epochs)
+
+    def __enter__(self) -> _EpochProgress:
+        self.progress.__enter__()
+        if not self.live:
+            err_console.print(f"training for {self.epochs} epochs in the sandbox ...")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+    def epoch_done(self, epoch) -> bool:
+        text = f"epoch {epoch.epoch}: accuracy {100 * epoch.val_accuracy:.1f}%"
+        self.progress.update(self.task, advance=1, description=text)
+        if not self.live:
+            err_console.print(f"{text} ({epoch.seconds:.1f} s)")
+        return True
+
+
+def _print_result(result) -> None:
+    from rich.table import Table
+
+    if result.failure is None:
+        out_console.print(f"[bold green]ok[/]: best validation accuracy {100 * result.best_accuracy:.2f}% "
+                          f"({result.params} parameters, {result.duration_s:.1f} s)")
+    else:
+        out_console.print(f"[bold red]failed[/]: {result.failure.value}")
+        out_console.print(result.error or "", markup=False)
+    if result.epochs:
+        table = Table()
+        for col in ("epoch", "train loss", "val accuracy", "seconds", "peak MB"):
+            table.add_column(col, justify="right")
+        for e in result.epochs:
+            table.add_row(str(e.epoch), "-" if e.train_loss is None else f"{e.train_loss:.4f}",
+                          f"{100 * e.val_accuracy:.2f}%", f"{e.seconds:.2f}", f"{e.peak_memory_mb or 0:.0f}")
+        out_console.print(table)
+
+
+# ---------------------------------------------------------------- status / export
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from nngpt_ray.report import status, status_table
+    from nngpt_ray.rundir import RunDir
+    from nngpt_ray.store import Store
+
+    run = RunDir.existing(args.run_dir)
+    store = Store(run.store, readonly=True)
+    summary = status(store)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        out_console.print(status_table(summary, title=str(run.root)))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from nngpt_ray.export import export_parquet
+    from nngpt_ray.rundir import RunDir
+    from nngpt_ray.store import Store
+
+    run = RunDir.existing(args.run_dir)
+    out = Path(args.out) if args.out else run.root / "export"
+    counts = export_parquet(Store(run.store, readonly=True), out)
+    for name, n in counts.items():
+        out_console.print(f"{out / (name + '.parquet')}: {n} rows")
+    return 0
+
+
+# ---------------------------------------------------------------- run / bootstrap
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from nngpt_ray.run import run_from_cli
+
+    return run_from_cli(args)
+
+
+def _cmd_bootstrap(args: argparse.Namespace) -> int:
+    from nngpt_ray.bootstrap import ensure_embedded_model
+    from nngpt_ray.config import load_config
+
+    cfg = load_config(args.config, args.set)
+    path = ensure_embedded_model(cfg, force=args.force, console=err_console)
+    out_console.print(f"embedded model: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

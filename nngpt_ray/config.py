@@ -1,0 +1,230 @@
+"""One pydantic model for every setting, loaded from YAML, overridable from the command line.
+
+The defaults of `Config` *are* the embedded local preset (`configs/local.yaml` repeats them so the
+file can be copied and edited). Unknown keys are errors that name the key, because a misspelled
+setting that is silently ignored costs a whole run.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from nngpt_ray.failures import ConfigError
+
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunConfig(Section):
+    out_dir: Path = Path("runs")
+    name: str | None = Field(None, description="run directory name; default: a timestamp")
+    seed: int = 0
+
+
+class DataConfig(Section):
+    dataset: str = "digits"
+    data_dir: Path = Path("~/.cache/nngpt/data")
+    download: bool = Field(False, description="let torchvision download a dataset that is missing")
+    resize: int | None = Field(None, ge=4, le=512, description="default square resize; None keeps the native size")
+    normalize: bool = True
+    hflip: bool = False
+    max_train: int | None = Field(None, ge=10, description="use only this many training images (quick runs)")
+
+
+class TrainConfig(Section):
+    epochs: int = Field(2, ge=1, le=1000)
+    device: Device = "auto"
+    threads: int = Field(1, ge=1, le=256, description="torch threads inside each candidate process")
+
+
+class SandboxConfig(Section):
+    timeout_s: float = Field(300, gt=0, description="wall-clock limit per candidate, start-up included")
+    memory_mb: int = Field(2048, ge=64, description="memory the candidate may use on top of torch itself")
+    max_processes: int = Field(64, ge=1, description="processes and threads the candidate may start")
+    max_open_files: int = Field(256, ge=16)
+    max_file_mb: int = Field(64, ge=1, description="largest single file the candidate may write")
+    max_scratch_mb: int = Field(256, ge=1, description="total size of its scratch directory")
+    max_output_kb: int = Field(64, ge=1, description="tail of stdout/stderr kept for the error text")
+    static_check: bool = Field(True, description="refuse unsafe imports and calls before running anything")
+    audit_hook: bool = Field(True, description="runtime guard against files, sockets, processes, ctypes")
+    isolate_network: bool = Field(True, description="own network namespace where the node allows it")
+    use_cgroups: bool = Field(True, description="own cgroup (pids, memory) where the node allows it")
+    scratch_root: Path | None = Field(None, description="where scratch directories go; default: system temp")
+
+
+class LLMConfig(Section):
+    model: str | None = Field(None, description="HF model id or local directory; None = embedded default")
+    gguf_file: str | None = Field(None, description="file name of a GGUF checkpoint inside `model`")
+    engine: Literal["transformers", "vllm"] = "transformers"
+    device: Device = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    replicas: int = Field(1, ge=1)
+    num_cpus: float = Field(0.5, ge=0)
+    num_gpus: float = Field(0, ge=0)
+    tensor_parallel: int = Field(1, ge=1)
+    threads: int = Field(1, ge=1)
+    batch_size: int = Field(6, ge=1, description="prompts per generation call")
+    max_new_tokens: int = Field(320, ge=8)
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0)
+    max_lora_rank: int = Field(16, ge=1, description="vLLM: largest LoRA rank it must accept")
+
+
+class TaskConfig(Section):
+    kind: Literal["fill", "code"] = "fill"
+    examples: int = Field(1, ge=0, le=8, description="few-shot examples in a `code` prompt")
+    reprompt: bool = Field(True, description="one more try with the diagnostic when parsing fails")
+
+
+class TrainersConfig(Section):
+    count: int = Field(2, ge=1)
+    num_cpus: float = Field(0.5, ge=0)
+    num_gpus: float = Field(0, ge=0)
+    max_retries: int = Field(2, ge=0, description="re-queues of a candidate whose trainer died")
+
+
+class DedupConfig(Section):
+    threshold: float = Field(0.9, gt=0, le=1, description="MinHash-Jaccard above which a candidate is a near-duplicate")
+    num_perm: int = Field(128, ge=16)
+    shingle: int = Field(3, ge=1, description="code tokens per shingle")
+
+
+class PredictorConfig(Section):
+    kind: Literal["curve", "none"] = "curve"
+    min_epochs: int = Field(1, ge=1, description="epochs before any stop decision")
+    chance_factor: float = Field(2.0, ge=1, description="stop when accuracy < chance x this factor")
+    margin: float = Field(0.5, ge=0, le=1, description="stop when the projected final accuracy < best x margin")
+
+
+class LearnerConfig(Section):
+    every_k: int = Field(8, ge=1, description="accepted results between two LoRA updates")
+    accept_threshold: float = Field(0.8, ge=0, le=1, description="best accuracy an accepted result needs")
+    max_examples: int = Field(96, ge=1, description="most recent accepted examples used per update")
+    epochs: int = Field(4, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    batch_size: int = Field(8, ge=1)
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | None = Field(None, description="None: the attention and MLP projections")
+    num_cpus: float = Field(0.5, ge=0)
+    num_gpus: float = Field(0, ge=0)
+    threads: int = Field(1, ge=1)
+
+
+class LoopConfig(Section):
+    cycles: int = Field(4, ge=1, description="adapter versions to generate with (v0 = base model)")
+    candidates_per_cycle: int = Field(12, ge=1)
+    max_candidates: int | None = Field(None, ge=1)
+    max_minutes: float | None = Field(None, gt=0)
+    queue_size: int = Field(4, ge=1, description="generated candidates waiting for a trainer")
+
+
+class RayConfig(Section):
+    address: str | None = Field(None, description="None: join RAY_ADDRESS if set, else start local Ray")
+    namespace: str = "nngpt"
+    num_cpus: int | None = Field(None, description="local Ray only: CPUs to advertise")
+
+
+class Config(Section):
+    run: RunConfig = RunConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    sandbox: SandboxConfig = SandboxConfig()
+    llm: LLMConfig = LLMConfig()
+    task: TaskConfig = TaskConfig()
+    trainers: TrainersConfig = TrainersConfig()
+    dedup: DedupConfig = DedupConfig()
+    predictor: PredictorConfig = PredictorConfig()
+    learner: LearnerConfig = LearnerConfig()
+    loop: LoopConfig = LoopConfig()
+    ray: RayConfig = RayConfig()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read YAML (or the defaults), apply `key.sub=value` overrides, validate. Raises ConfigError."""
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).expanduser().read_text()
+        except OSError as err:
+            raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from None
+        try:
+            raw = yaml.safe_load(text) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {_one_line(err)}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(raw).__name__}")
+    for item in overrides or []:
+        _apply_override(raw, item)
+    return validate_config(raw, source)
+
+
+def validate_config(raw: dict[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {describe_validation_error(err, Config)}") from None
+
+
+def describe_validation_error(err: ValidationError, model: type[BaseModel]) -> str:
+    """Turn pydantic's report into short lines naming each field's dotted path."""
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            known = _known_keys(model, e["loc"][:-1])
+            hint = difflib.get_close_matches(str(e["loc"][-1]), known, n=1)
+            suggestion = f" (did you mean '{hint[0]}'?)" if hint else f" (known keys: {', '.join(known)})"
+            lines.append(f"unknown key '{path}'{suggestion}")
+        else:
+            got = e.get("input")
+            shown = "" if isinstance(got, dict) else f" (got {got!r})"
+            lines.append(f"'{path}': {e['msg']}{shown}")
+    return "; ".join(lines)
+
+
+def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override '{item}' must look like section.key=value")
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override '{item}': '{part}' is not a section")
+        node = child
+    try:
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        node[parts[-1]] = value
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())

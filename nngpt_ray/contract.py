@@ -1,0 +1,93 @@
+"""The network module contract (LEMUR's), checked on the syntax tree before anything runs.
+
+A module must define `supported_hyperparameters()` and `class Net(nn.Module)` with
+`__init__(self, in_shape, out_shape, prm, device)`, `train_setup(self, prm)`, `learn(self, train_data)`
+and `forward(self, x)`. `in_shape` is (batch, channels, height, width); `out_shape` is (classes,).
+The check is static so that a broken completion costs milliseconds, not a process start, and its
+diagnostic is written to be pasted back into a prompt.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+
+INIT_PARAMS = ("self", "in_shape", "out_shape", "prm", "device")
+CONTRACT_TEXT = (
+    "A network module defines `supported_hyperparameters()` returning a set of names such as "
+    "{'lr', 'momentum'}, and `class Net(nn.Module)` with `__init__(self, in_shape, out_shape, prm, device)` "
+    "(in_shape = (batch, channels, height, width), out_shape = (num_classes,), prm = dict of hyperparameters), "
+    "`train_setup(self, prm)` (creates self.criteria and self.optimizer), `learn(self, train_data)` "
+    "(one epoch over a DataLoader of (inputs, labels)) and `forward(self, x)` returning (batch, num_classes) logits."
+)
+
+
+@dataclass
+class ContractReport:
+    problems: list[str] = field(default_factory=list)
+    declared: set[str] | None = None  # names from supported_hyperparameters(), if statically known
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def diagnostic(self) -> str:
+        listed = "\n".join(f"- {p}" for p in self.problems)
+        return f"The network does not follow the module contract:\n{listed}\n{CONTRACT_TEXT}"
+
+
+def check_contract(tree: ast.Module) -> ContractReport:
+    report = ContractReport()
+    functions = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+
+    shp = functions.get("supported_hyperparameters")
+    if shp is None:
+        report.problems.append("no module-level function supported_hyperparameters()")
+    else:
+        if _positional_names(shp.args):
+            report.problems.append("supported_hyperparameters() must take no arguments")
+        report.declared = _literal_names(shp)
+
+    net = classes.get("Net")
+    if net is None:
+        report.problems.append("no module-level class Net")
+        return report
+    methods = {n.name: n for n in net.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    init = methods.get("__init__")
+    if init is None:
+        report.problems.append("Net has no __init__(self, in_shape, out_shape, prm, device)")
+    else:
+        names = _positional_names(init.args)
+        required = _required_count(init.args)
+        if tuple(names[:5]) != INIT_PARAMS or required > 5:
+            found = ", ".join(names) or "no arguments"
+            report.problems.append(f"Net.__init__ must take (self, in_shape, out_shape, prm, device); it takes ({found})")
+    for name, arity in (("train_setup", 2), ("learn", 2), ("forward", 2)):
+        method = methods.get(name)
+        if method is None:
+            report.problems.append(f"Net has no method {name}()")
+        elif len(_positional_names(method.args)) < arity and method.args.vararg is None:
+            report.problems.append(f"Net.{name} must take self and one argument")
+    return report
+
+
+def _positional_names(args: ast.arguments) -> list[str]:
+    return [a.arg for a in (*args.posonlyargs, *args.args)]
+
+
+def _required_count(args: ast.arguments) -> int:
+    return len(args.posonlyargs) + len(args.args) - len(args.defaults)
+
+
+def _literal_names(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str] | None:
+    """{'lr', 'momentum'} from `return {'lr', 'momentum'}` (set, list or tuple); None if not literal."""
+    returns = [n for n in ast.walk(fn) if isinstance(n, ast.Return)]
+    if len(returns) != 1 or not isinstance(returns[0].value, (ast.Set, ast.List, ast.Tuple)):
+        return None
+    names = set()
+    for elt in returns[0].value.elts:
+        if not (isinstance(elt, ast.Constant) and isinstance(elt.value, str)):
+            return None
+        names.add(elt.value)
+    return names

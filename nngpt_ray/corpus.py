@@ -1,0 +1,54 @@
+"""The corpus the LLM learns from and is prompted with: seed networks plus accepted results.
+
+Seeds ship inside the package (`nngpt_ray/seeds/*.py`, one family per file). During a run the corpus
+grows by the candidates that trained well, which is what makes few-shot prompts and fill references
+better over time.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+
+_HP_LINE = re.compile(r"^# hyperparameters: (\{.*\})\s*$", re.M)
+
+
+@dataclass(frozen=True)
+class CorpusEntry:
+    name: str  # seed family name or candidate id
+    code: str
+    hyperparameters: dict = field(default_factory=dict)
+    accuracy: float | None = None  # best validation accuracy, when known
+    dataset: str | None = None
+    family: str = ""  # the seed family it descends from
+
+    @property
+    def description(self) -> str:
+        doc = re.match(r'\s*"""(.*?)"""', self.code, re.S)
+        return " ".join(doc.group(1).split()) if doc else self.name
+
+
+def hyperparameters_comment(code: str) -> dict:
+    """The `# hyperparameters: {...}` line of a corpus file, or {} (a malformed line counts as none)."""
+    match = _HP_LINE.search(code)
+    if not match:
+        return {}
+    try:
+        values = json.loads(match.group(1))
+    except ValueError:
+        return {}
+    return values if isinstance(values, dict) else {}
+
+
+def seed_entries() -> list[CorpusEntry]:
+    """The seed networks, sorted by name."""
+    out = []
+    for path in sorted(resources.files("nngpt_ray.seeds").iterdir(), key=lambda p: p.name):
+        if not path.name.endswith(".py") or path.name.startswith("_"):
+            continue
+        code = path.read_text()
+        name = path.name[:-3]
+        out.append(CorpusEntry(name=name, code=code, hyperparameters=hyperparameters_comment(code), family=name))
+    return out

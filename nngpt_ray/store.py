@@ -1,0 +1,284 @@
+"""The run's single source of truth: one SQLite file (WAL) behind a small API.
+
+Every write is idempotent by candidate id: adding a candidate twice keeps the first, the first final
+status wins, an epoch written again replaces itself. That is what lets a crashed trainer's candidate
+be re-run, or a killed driver be resumed, without losing or duplicating results. One process writes
+(the store actor in a run, or the CLI); readers open the file read-only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from nngpt_ray.failures import FailureKind, StoreError
+from nngpt_ray.spec import CandidateSpec, EpochResult, EvalResult
+
+SCHEMA_VERSION = 1
+APPLICATION = "nngpt-ray"
+INVALID_KINDS = (FailureKind.PARSE, FailureKind.SYNTAX, FailureKind.CONTRACT, FailureKind.UNSAFE)
+DUPLICATE_KINDS = (FailureKind.DUPLICATE, FailureKind.NEAR_DUPLICATE)
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE prompts (
+    id TEXT PRIMARY KEY, task TEXT NOT NULL, text TEXT NOT NULL, parents TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE candidates (
+    id TEXT PRIMARY KEY,
+    cycle INTEGER, adapter INTEGER NOT NULL DEFAULT 0, task TEXT NOT NULL, prompt_id TEXT,
+    attempt INTEGER NOT NULL DEFAULT 1, completion TEXT,
+    code TEXT, code_hash TEXT, spec TEXT,
+    stage TEXT NOT NULL,              -- queued | running | finished
+    status TEXT,                      -- ok or a failure kind, once finished
+    error TEXT, similar_to TEXT, similarity REAL,
+    best_accuracy REAL, epochs_done INTEGER NOT NULL DEFAULT 0, params INTEGER, duration_s REAL,
+    protections TEXT, created REAL NOT NULL, finished REAL);
+CREATE INDEX candidates_cycle ON candidates (cycle);
+CREATE INDEX candidates_hash ON candidates (code_hash);
+CREATE INDEX candidates_stage ON candidates (stage);
+CREATE TABLE epochs (
+    candidate_id TEXT NOT NULL, epoch INTEGER NOT NULL, train_loss REAL, val_accuracy REAL NOT NULL,
+    seconds REAL NOT NULL, peak_memory_mb REAL, PRIMARY KEY (candidate_id, epoch));
+CREATE TABLE attempts (
+    candidate_id TEXT NOT NULL, attempt INTEGER NOT NULL, trainer TEXT, started REAL NOT NULL,
+    ended REAL, outcome TEXT, PRIMARY KEY (candidate_id, attempt));
+CREATE TABLE adapters (
+    version INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, path TEXT NOT NULL, examples INTEGER,
+    train_loss REAL, seconds REAL, created REAL NOT NULL, activated REAL);
+CREATE TABLE cycles (cycle INTEGER PRIMARY KEY, adapter INTEGER NOT NULL, started REAL NOT NULL, ended REAL);
+"""
+
+
+class Store:
+    """One run's SQLite database. Raises StoreError (a user error) for anything that is not one."""
+
+    def __init__(self, path: str | Path, *, create: bool = False, readonly: bool = False) -> None:
+        self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise StoreError(f"{self.path} does not exist: not an nngpt-ray run store")
+        try:
+            if readonly:
+                self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
+                                          check_same_thread=False, timeout=30)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=FULL")
+            self.db.row_factory = sqlite3.Row
+            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"{self.path} is not an nngpt-ray run store ({err})") from None
+        if not tables and create and not readonly:
+            self._create()
+        elif "meta" not in tables:
+            raise StoreError(f"{self.path} is an SQLite file but not an nngpt-ray run store")
+        self._check_version()
+
+    def _create(self) -> None:
+        with self.transaction():
+            for statement in filter(str.strip, _SCHEMA.split(";")):
+                self.db.execute(statement)
+            self.db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", [
+                ("application", APPLICATION), ("schema_version", str(SCHEMA_VERSION)), ("created", str(time.time())),
+            ])
+
+    def _check_version(self) -> None:
+        meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+        if meta.get("application") != APPLICATION:
+            raise StoreError(f"{self.path} is not an nngpt-ray run store (application={meta.get('application')!r})")
+        version = int(meta.get("schema_version", "0"))
+        if version != SCHEMA_VERSION:
+            raise StoreError(f"{self.path} has store schema version {version}, this nngpt-ray reads version "
+                             f"{SCHEMA_VERSION}; use the nngpt-ray release that wrote it")
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ------------------------------------------------------------------ meta
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value=excluded.value",
+                        (key, value))
+
+    def meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    # ------------------------------------------------------------------ writes
+
+    def add_prompt(self, prompt_id: str, task: str, text: str, parents: list[str]) -> None:
+        self.db.execute("INSERT OR IGNORE INTO prompts (id, task, text, parents, created) VALUES (?, ?, ?, ?, ?)",
+                        (prompt_id, task, text, json.dumps(parents), time.time()))
+
+    def add_candidate(self, candidate_id: str, *, task: str, cycle: int | None = None, adapter: int = 0,
+                      prompt_id: str | None = None, attempt: int = 1, completion: str | None = None,
+                      spec: CandidateSpec | None = None, status: FailureKind | None = None,
+                      error: str | None = None, similar_to: str | None = None,
+                      similarity: float | None = None) -> bool:
+        """Record a generated candidate. With a `status` it is final at once (invalid or duplicate);
+        without, it is queued for training. Returns False if the id was already recorded."""
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO candidates (id, cycle, adapter, task, prompt_id, attempt, completion, code, "
+            "code_hash, spec, stage, status, error, similar_to, similarity, created, finished) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (candidate_id, cycle, adapter, task, prompt_id, attempt, completion,
+             spec.code if spec else None, spec.code_hash if spec else None,
+             spec.model_dump_json() if spec else None, "finished" if status else "queued",
+             status.value if status else None, error, similar_to, similarity, time.time(),
+             time.time() if status else None))
+        return cur.rowcount == 1
+
+    def start_attempt(self, candidate_id: str, trainer: str) -> int:
+        with self.transaction() as db:
+            row = db.execute("SELECT COALESCE(MAX(attempt), 0) + 1 FROM attempts WHERE candidate_id=?",
+                             (candidate_id,)).fetchone()
+            db.execute("INSERT INTO attempts (candidate_id, attempt, trainer, started) VALUES (?, ?, ?, ?)",
+                       (candidate_id, row[0], trainer, time.time()))
+            db.execute("UPDATE candidates SET stage='running' WHERE id=? AND stage!='finished'", (candidate_id,))
+        return int(row[0])
+
+    def end_attempt(self, candidate_id: str, attempt: int, outcome: str) -> None:
+        self.db.execute("UPDATE attempts SET ended=?, outcome=? WHERE candidate_id=? AND attempt=? AND ended IS NULL",
+                        (time.time(), outcome, candidate_id, attempt))
+
+    def record_epoch(self, candidate_id: str, epoch: EpochResult) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO epochs (candidate_id, epoch, train_loss, val_accuracy, seconds, peak_memory_mb) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (candidate_id, epoch.epoch, epoch.train_loss, epoch.val_accuracy, epoch.seconds, epoch.peak_memory_mb))
+
+    def finish(self, result: EvalResult) -> bool:
+        """Write a training result once: epochs, then the final status. False if it was already final."""
+        with self.transaction() as db:
+            stage = db.execute("SELECT stage FROM candidates WHERE id=?", (result.candidate_id,)).fetchone()
+            if stage is None or stage[0] == "finished":
+                return False
+            db.execute("DELETE FROM epochs WHERE candidate_id=? AND epoch>?", (result.candidate_id, len(result.epochs)))
+            for epoch in result.epochs:
+                self.record_epoch(result.candidate_id, epoch)
+            db.execute(
+                "UPDATE candidates SET stage='finished', status=?, error=?, best_accuracy=?, epochs_done=?, params=?, "
+                "duration_s=?, protections=?, finished=? WHERE id=?",
+                ("ok" if result.failure is None else result.failure.value, result.error, result.best_accuracy,
+                 len(result.epochs), result.params, result.duration_s, json.dumps(result.protections), time.time(),
+                 result.candidate_id))
+        return True
+
+    def requeue(self, candidate_id: str) -> None:
+        self.db.execute("UPDATE candidates SET stage='queued' WHERE id=? AND stage='running'", (candidate_id,))
+
+    def add_adapter(self, version: int, name: str, path: str, examples: int, train_loss: float | None,
+                    seconds: float) -> None:
+        self.db.execute("INSERT OR IGNORE INTO adapters (version, name, path, examples, train_loss, seconds, created) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)", (version, name, path, examples, train_loss, seconds, time.time()))
+
+    def activate_adapter(self, version: int) -> None:
+        self.db.execute("UPDATE adapters SET activated=? WHERE version=? AND activated IS NULL", (time.time(), version))
+
+    def start_cycle(self, cycle: int, adapter: int) -> None:
+        self.db.execute("INSERT OR IGNORE INTO cycles (cycle, adapter, started) VALUES (?, ?, ?)",
+                        (cycle, adapter, time.time()))
+
+    def end_cycle(self, cycle: int) -> None:
+        self.db.execute("UPDATE cycles SET ended=? WHERE cycle=? AND ended IS NULL", (time.time(), cycle))
+
+    # ------------------------------------------------------------------ reads
+
+    def candidate(self, candidate_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM candidates WHERE id=?", (candidate_id,)).fetchone()
+        return dict(row) if row else None
+
+    def spec(self, candidate_id: str) -> CandidateSpec | None:
+        row = self.db.execute("SELECT spec FROM candidates WHERE id=?", (candidate_id,)).fetchone()
+        return CandidateSpec.model_validate_json(row[0]) if row and row[0] else None
+
+    def epochs(self, candidate_id: str) -> list[EpochResult]:
+        rows = self.db.execute("SELECT epoch, train_loss, val_accuracy, seconds, peak_memory_mb FROM epochs "
+                               "WHERE candidate_id=? ORDER BY epoch", (candidate_id,)).fetchall()
+        return [EpochResult(**dict(r)) for r in rows]
+
+    def unfinished(self) -> list[CandidateSpec]:
+        """Candidates queued or running when the run stopped, in the order they were made."""
+        rows = self.db.execute("SELECT spec FROM candidates WHERE stage!='finished' AND spec IS NOT NULL "
+                               "ORDER BY created, id").fetchall()
+        return [CandidateSpec.model_validate_json(r[0]) for r in rows]
+
+    def unique_codes(self) -> list[tuple[str, str]]:
+        """(candidate id, code) of every candidate that passed dedup, oldest first: dedup's memory."""
+        placeholders = ",".join("?" * (len(INVALID_KINDS) + len(DUPLICATE_KINDS)))
+        rows = self.db.execute(
+            f"SELECT id, code FROM candidates WHERE code IS NOT NULL AND (status IS NULL OR status NOT IN "
+            f"({placeholders})) ORDER BY created, id", [k.value for k in (*INVALID_KINDS, *DUPLICATE_KINDS)]).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    def accepted(self, threshold: float, limit: int) -> list[dict[str, Any]]:
+        """The most recent trained candidates at or above `threshold`, newest first."""
+        rows = self.db.execute(
+            "SELECT * FROM candidates WHERE stage='finished' AND status IN ('ok', 'stopped_early') "
+            "AND best_accuracy >= ? ORDER BY finished DESC LIMIT ?", (threshold, limit)).fetchall()
+        return [dict(r) for r in rows]
+
+    def best(self, dataset: str, limit: int) -> list[dict[str, Any]]:
+        """The best trained candidates on `dataset`: the corpus grows from these."""
+        rows = self.db.execute(
+            "SELECT * FROM candidates WHERE stage='finished' AND status='ok' AND best_accuracy IS NOT NULL "
+            "AND json_extract(spec, '$.dataset')=? ORDER BY best_accuracy DESC LIMIT ?", (dataset, limit)).fetchall()
+        return [dict(r) for r in rows]
+
+    def adapters(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM adapters ORDER BY version")]
+
+    def latest_adapter(self) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM adapters ORDER BY version DESC LIMIT 1").fetchone()
+        return dict(row) if row else None
+
+    def cycles(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM cycles ORDER BY cycle")]
+
+    def cycle_stats(self) -> list[dict[str, Any]]:
+        """Per cycle: generated, valid, unique, trained, best and mean accuracy, adapter version."""
+        invalid = ",".join(f"'{k.value}'" for k in INVALID_KINDS)
+        duplicate = ",".join(f"'{k.value}'" for k in DUPLICATE_KINDS)
+        rows = self.db.execute(f"""
+            SELECT c.cycle AS cycle, COALESCE(y.adapter, MAX(c.adapter)) AS adapter, COUNT(*) AS generated,
+                   SUM(COALESCE(c.status, '') NOT IN ({invalid})) AS valid,
+                   SUM(COALESCE(c.status, '') NOT IN ({invalid}, {duplicate})) AS "unique",
+                   SUM(c.epochs_done > 0 AND c.stage = 'finished') AS trained,
+                   MAX(CASE WHEN c.epochs_done > 0 THEN c.best_accuracy END) AS best_accuracy,
+                   AVG(CASE WHEN c.epochs_done > 0 AND c.stage = 'finished' THEN c.best_accuracy END) AS mean_accuracy
+            FROM candidates c LEFT JOIN cycles y ON y.cycle = c.cycle
+            WHERE c.cycle IS NOT NULL GROUP BY c.cycle ORDER BY c.cycle""").fetchall()
+        return [dict(r) for r in rows]
+
+    def totals(self) -> dict[str, int]:
+        stats = self.cycle_stats()
+        out = {k: int(sum(s[k] or 0 for s in stats)) for k in ("generated", "valid", "unique", "trained")}
+        out["trained_twice"] = self.db.execute(
+            "SELECT COUNT(*) FROM (SELECT candidate_id FROM attempts WHERE outcome='completed' "
+            "GROUP BY candidate_id HAVING COUNT(*) > 1)").fetchone()[0]
+        return out
+
+    def attempts(self, candidate_id: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute(
+            "SELECT * FROM attempts WHERE candidate_id=? ORDER BY attempt", (candidate_id,))]
+
+    def table(self, name: str) -> list[dict[str, Any]]:
+        if name not in ("candidates", "epochs", "attempts", "adapters", "cycles", "prompts"):
+            raise ValueError(name)
+        return [dict(r) for r in self.db.execute(f"SELECT * FROM {name}")]
