@@ -96,7 +96,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise CandidateFileError(f"cannot read network file {path}: {getattr(err, 'strerror', None) or err}") from None
     dataset = args.dataset or cfg.data.dataset
     datasets.dataset_info(dataset)
-    epochs = args.epochs or cfg.train.epochs
+    epochs = cfg.train.epochs if args.epochs is None else args.epochs
     if epochs < 1:
         raise UserError("--epochs must be at least 1")
     spec = CandidateSpec(code=code, dataset=dataset, hyperparameters=_eval_hyperparameters(args, code, epochs),

@@ -1,0 +1,40 @@
+"""Shared fixtures. Real parts only: real datasets, real sandboxed training, real SQLite, real Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nngpt_ray.config import SandboxConfig
+from nngpt_ray.datasets import prepare
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return prepare("digits")
+
+
+@pytest.fixture
+def sandbox_config(tmp_path):
+    return SandboxConfig(timeout_s=120, scratch_root=tmp_path / "scratch")
+
+
+def run_cli(*args: str, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the installed `nngpt` entry point exactly as a user would."""
+    exe = Path(sys.executable).with_name("nngpt")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                          env={**os.environ, "COLUMNS": "200"})
+
+
+def eval_json(path: Path, *args: str, timeout: float = 300) -> dict:
+    proc = run_cli("eval", str(path), "--json", *args, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
