@@ -73,7 +73,7 @@ class LLMConfig(Section):
     threads: int = Field(1, ge=1)
     batch_size: int = Field(6, ge=1, description="prompts per generation call")
     max_new_tokens: int = Field(320, ge=8)
-    temperature: float = Field(1.0, ge=0)
+    temperature: float = Field(0.6, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0)
     max_lora_rank: int = Field(16, ge=1, description="vLLM: largest LoRA rank it must accept")
@@ -93,8 +93,10 @@ class TrainersConfig(Section):
 
 
 class DedupConfig(Section):
-    threshold: float = Field(0.9, gt=0, le=1, description="MinHash-Jaccard above which a candidate is a near-duplicate")
-    num_perm: int = Field(128, ge=16)
+    threshold: float = Field(0.99, gt=0, le=1, description="MinHash-Jaccard above which a candidate is a near-duplicate"
+                             " (fill candidates share their reference's whole skeleton and differ in a few tokens, "
+                             "hence high; ~0.9 for whole-module generation)")
+    num_perm: int = Field(256, ge=16)
     shingle: int = Field(3, ge=1, description="code tokens per shingle")
 
 
@@ -124,7 +126,8 @@ class LearnerConfig(Section):
 
 class LoopConfig(Section):
     cycles: int = Field(4, ge=1, description="adapter versions to generate with (v0 = base model)")
-    candidates_per_cycle: int = Field(12, ge=1)
+    candidates_per_cycle: int = Field(16, ge=1, description="new (unique, trainable) candidates per cycle")
+    max_generations_per_cycle: int = Field(160, ge=1, description="stop a cycle's generation here even if short")
     max_candidates: int | None = Field(None, ge=1)
     max_minutes: float | None = Field(None, gt=0)
     queue_size: int = Field(4, ge=1, description="generated candidates waiting for a trainer")
@@ -134,6 +137,7 @@ class RayConfig(Section):
     address: str | None = Field(None, description="None: join RAY_ADDRESS if set, else start local Ray")
     namespace: str = "nngpt"
     num_cpus: int | None = Field(None, description="local Ray only: CPUs to advertise")
+    dashboard: bool | None = Field(None, description="local Ray only: start the dashboard (None: if installed)")
 
 
 class Config(Section):

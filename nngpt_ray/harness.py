@@ -26,7 +26,7 @@ _CHILD_KINDS = {FailureKind.SYNTAX, FailureKind.CONTRACT, FailureKind.FORWARD, F
 
 def evaluate(spec: CandidateSpec, data: PreparedData, sandbox: SandboxConfig, *, epochs: int | None = None,
              device: str = "auto", threads: int = 1, seed: int = 0,
-             on_epoch: EpochCallback | None = None) -> EvalResult:
+             on_epoch: EpochCallback | None = None, owner: str = "nngpt") -> EvalResult:
     """Train `spec` on `data` for `epochs` (default: its own) and return what was measured."""
     started = time.monotonic()
     result = EvalResult(candidate_id=spec.id)
@@ -53,7 +53,7 @@ def evaluate(spec: CandidateSpec, data: PreparedData, sandbox: SandboxConfig, *,
         "seed": seed,
     }
     run = _Run(result, data.val_y, epochs, on_epoch)
-    with SandboxProcess(job, spec.code, sandbox) as proc:
+    with SandboxProcess(job, spec.code, sandbox, owner=owner) as proc:
         run.mark = time.monotonic()
         for message in proc.messages(sandbox.timeout_s):
             if not run.handle(message, proc):

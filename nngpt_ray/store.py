@@ -21,7 +21,10 @@ from nngpt_ray.spec import CandidateSpec, EpochResult, EvalResult
 
 SCHEMA_VERSION = 1
 APPLICATION = "nngpt-ray"
-INVALID_KINDS = (FailureKind.PARSE, FailureKind.SYNTAX, FailureKind.CONTRACT, FailureKind.UNSAFE)
+# "Valid" means a working network: it parsed, met the contract, passed the safety check, and (once it
+# ran) could be built and mapped the input to (batch, classes). The last part is known only after the
+# sandbox tried, so a candidate that fails with `forward` is counted invalid from then on.
+INVALID_KINDS = (FailureKind.PARSE, FailureKind.SYNTAX, FailureKind.CONTRACT, FailureKind.UNSAFE, FailureKind.FORWARD)
 DUPLICATE_KINDS = (FailureKind.DUPLICATE, FailureKind.NEAR_DUPLICATE)
 
 _SCHEMA = """
@@ -122,9 +125,10 @@ class Store:
 
     # ------------------------------------------------------------------ writes
 
-    def add_prompt(self, prompt_id: str, task: str, text: str, parents: list[str]) -> None:
+    def add_prompt(self, prompt_id: str, task: str, payload: dict[str, Any], parents: list[str]) -> None:
+        """A prompt as sent: {"text": ...} or {"messages": [...]} (stored as JSON)."""
         self.db.execute("INSERT OR IGNORE INTO prompts (id, task, text, parents, created) VALUES (?, ?, ?, ?, ?)",
-                        (prompt_id, task, text, json.dumps(parents), time.time()))
+                        (prompt_id, task, json.dumps(payload), json.dumps(parents), time.time()))
 
     def add_candidate(self, candidate_id: str, *, task: str, cycle: int | None = None, adapter: int = 0,
                       prompt_id: str | None = None, attempt: int = 1, completion: str | None = None,
@@ -180,6 +184,17 @@ class Store:
                  result.candidate_id))
         return True
 
+    def end_open_attempts(self, candidate_id: str, outcome: str) -> None:
+        self.db.execute("UPDATE attempts SET ended=?, outcome=? WHERE candidate_id=? AND ended IS NULL",
+                        (time.time(), outcome, candidate_id))
+
+    def interrupt_open_attempts(self) -> int:
+        """On resume: attempts still open belonged to the run that died; their candidates go back to the queue."""
+        with self.transaction() as db:
+            n = db.execute("UPDATE attempts SET ended=?, outcome='interrupted' WHERE ended IS NULL", (time.time(),)).rowcount
+            db.execute("UPDATE candidates SET stage='queued' WHERE stage='running'")
+        return n
+
     def requeue(self, candidate_id: str) -> None:
         self.db.execute("UPDATE candidates SET stage='queued' WHERE id=? AND stage='running'", (candidate_id,))
 
@@ -219,12 +234,26 @@ class Store:
                                "ORDER BY created, id").fetchall()
         return [CandidateSpec.model_validate_json(r[0]) for r in rows]
 
+    def prompt(self, prompt_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT text FROM prompts WHERE id=?", (prompt_id,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def finished_accuracies(self) -> list[tuple[str, float]]:
+        rows = self.db.execute("SELECT json_extract(spec, '$.dataset'), best_accuracy FROM candidates "
+                               "WHERE stage='finished' AND status='ok' AND best_accuracy IS NOT NULL").fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    def accepted_since(self, threshold: float, since: float) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM candidates WHERE stage='finished' AND status IN "
+                               "('ok', 'stopped_early') AND best_accuracy >= ? AND finished > ?",
+                               (threshold, since)).fetchone()[0]
+
     def unique_codes(self) -> list[tuple[str, str]]:
-        """(candidate id, code) of every candidate that passed dedup, oldest first: dedup's memory."""
-        placeholders = ",".join("?" * (len(INVALID_KINDS) + len(DUPLICATE_KINDS)))
+        """(candidate id, code) of every candidate dedup judged new, oldest first: dedup's memory.
+        (Only candidates that passed the static checks carry code.)"""
         rows = self.db.execute(
-            f"SELECT id, code FROM candidates WHERE code IS NOT NULL AND (status IS NULL OR status NOT IN "
-            f"({placeholders})) ORDER BY created, id", [k.value for k in (*INVALID_KINDS, *DUPLICATE_KINDS)]).fetchall()
+            "SELECT id, code FROM candidates WHERE code IS NOT NULL AND (status IS NULL OR status NOT IN (?, ?)) "
+            "ORDER BY created, id", [k.value for k in DUPLICATE_KINDS]).fetchall()
         return [(r[0], r[1]) for r in rows]
 
     def accepted(self, threshold: float, limit: int) -> list[dict[str, Any]]:
@@ -259,6 +288,7 @@ class Store:
             SELECT c.cycle AS cycle, COALESCE(y.adapter, MAX(c.adapter)) AS adapter, COUNT(*) AS generated,
                    SUM(COALESCE(c.status, '') NOT IN ({invalid})) AS valid,
                    SUM(COALESCE(c.status, '') NOT IN ({invalid}, {duplicate})) AS "unique",
+                   SUM(c.code IS NOT NULL AND COALESCE(c.status, '') NOT IN ({duplicate})) AS queued,
                    SUM(c.epochs_done > 0 AND c.stage = 'finished') AS trained,
                    MAX(CASE WHEN c.epochs_done > 0 THEN c.best_accuracy END) AS best_accuracy,
                    AVG(CASE WHEN c.epochs_done > 0 AND c.stage = 'finished' THEN c.best_accuracy END) AS mean_accuracy

@@ -38,3 +38,32 @@ def eval_json(path: Path, *args: str, timeout: float = 300) -> dict:
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One real local Ray for the whole session (started on first use)."""
+    import logging
+
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=False, namespace="nngpt-tests", log_to_driver=False,
+             logging_level=logging.WARNING)
+    yield ray
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A real small LM built by the bootstrap code path, with a test-sized recipe: it learns the fill
+    format over the 13 seed families and a few mutants each (about two minutes on 2 CPU cores)."""
+    from nngpt_ray.bootstrap import Recipe, build
+
+    target = tmp_path_factory.mktemp("tiny") / "model"
+    recipe = Recipe(mutants_per_family=4, hidden_size=128, layers=3, intermediate_size=256, train_steps=200,
+                    max_train_seconds=100, lr=3e-3, batch_size=8)
+    build(target, recipe, print)
+    return target

@@ -52,10 +52,10 @@ class CandidateCgroup:
         return False
 
     def kill_all(self) -> None:
-        v2 = self.dirs.get("v2")
-        if v2 is not None:
-            with contextlib.suppress(OSError):
-                (v2 / "cgroup.kill").write_text("1")
+        for d in self.dirs.values():
+            if (d / "cgroup.kill").exists():  # cgroup v2: the kernel kills the whole group at once
+                with contextlib.suppress(OSError):
+                    (d / "cgroup.kill").write_text("1")
         for _ in range(50):
             pids = self.pids()
             if not pids:
@@ -114,6 +114,20 @@ def create(token: str, max_pids: int, memory_bytes: int | None) -> tuple[Candida
     if not group.dirs:
         return None, "no writable cgroup" + (f" ({'; '.join(notes)})" if notes else "")
     return group, "cgroup v1: " + ", ".join(group.controllers)
+
+
+def remove_stale(prefix: str) -> None:
+    """Kill and remove the sub-cgroups of this process's cgroups whose name starts with `prefix`."""
+    current = _current_cgroups()
+    if "" in current and (ROOT / "cgroup.controllers").exists():
+        bases = [ROOT / current[""].lstrip("/")]
+    else:
+        bases = [ROOT / c / current[c].lstrip("/") for c in ("pids", "memory") if c in current]
+    for base in bases:
+        with contextlib.suppress(OSError):
+            for d in base.iterdir():
+                if d.is_dir() and d.name.startswith(prefix):
+                    CandidateCgroup({"stale": d}).remove()
 
 
 def _current_cgroups() -> dict[str, str]:

@@ -16,11 +16,12 @@ import math
 import os
 import random
 import resource
+import signal
 import sys
-import time
 
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
+PR_SET_PDEATHSIG = 1
 _MEMORY_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory", "bad_alloc",
                    "memoryerror", "not enough memory")
 
@@ -55,8 +56,13 @@ def main():
 # ---------------------------------------------------------------- process limits (before torch)
 
 def lock_down(job):
-    """Join the cgroup, leave the network, set limits that do not depend on torch's footprint."""
+    """Die with the parent, join the cgroup, leave the network, set limits that do not depend on torch."""
     done = {}
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) == 0:
+        done["parent_death_signal"] = True
+    if os.getppid() != job["parent_pid"]:  # the parent died before the line above took effect
+        os._exit(1)
     for procs in job["cgroup_procs"]:
         with open(procs, "w") as f:
             f.write(str(os.getpid()))

@@ -11,6 +11,7 @@ candidate's marker is killed, including ones that left the process group with se
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import selectors
@@ -61,9 +62,12 @@ class SandboxProcess:
     job: dict
     code: str
     settings: SandboxConfig
+    owner: str = "nngpt"  # who runs it (a trainer); `sweep(owner)` kills what a dead owner left behind
     read_roots: list[str] = field(default_factory=list)
-    token: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     protections: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.token = f"{owner_tag(self.owner)}-{uuid.uuid4().hex[:12]}"
 
     def __enter__(self) -> SandboxProcess:
         s = self.settings
@@ -81,6 +85,7 @@ class SandboxProcess:
         control_r, control_w = os.pipe()
         job = dict(self.job)
         job.update(
+            parent_pid=os.getpid(),
             code_path=str(self.scratch / "candidate.py"),
             result_fd=result_w,
             control_fd=control_r,
@@ -211,15 +216,7 @@ class SandboxProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
         if self.cgroup:
             self.cgroup.kill_all()
-        marker = f"{MARKER_VAR}={self.token}".encode()
-        for _ in range(100):
-            found = [pid for pid in _pids() if _has_marker(pid, marker)]
-            if not found:
-                break
-            for pid in found:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.01)
+        _kill_marked(f"{MARKER_VAR}={self.token}\0".encode())
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=5)
 
@@ -249,6 +246,30 @@ class SandboxProcess:
             self._tail_bytes += len(chunk)
             while self._tail_bytes - len(self._tail[0]) >= keep:
                 self._tail_bytes -= len(self._tail.popleft())
+
+
+def owner_tag(owner: str) -> str:
+    return hashlib.sha256(owner.encode()).hexdigest()[:8]
+
+
+def sweep(owner: str) -> None:
+    """Kill every sandbox process (and cgroup) a previous incarnation of `owner` left behind: a trainer
+    that died mid-candidate cannot clean up after itself, so its restart does."""
+    tag = owner_tag(owner)
+    _kill_marked(f"{MARKER_VAR}={tag}-".encode())
+    cgroups.remove_stale(f"nngpt-{tag}-")
+
+
+def _kill_marked(marker: bytes) -> None:
+    """SIGKILL every process whose environment holds `marker`, until none is left (forks included)."""
+    for _ in range(100):
+        found = [pid for pid in _pids() if _has_marker(pid, marker)]
+        if not found:
+            return
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.01)
 
 
 def _python_roots() -> list[str]:

@@ -26,12 +26,13 @@ class Net(nn.Module):
     def __init__(self, in_shape, out_shape, prm, device):
         super().__init__()
         self.device = device
-        self.stem = nn.Conv2d(in_shape[1], 48, 2, stride=2)
-        self.stage1 = nn.Sequential(ConvNeXtBlock(48, 5), ConvNeXtBlock(48, 5))
-        self.down = nn.Conv2d(48, 96, 1)
-        self.stage2 = nn.Sequential(ConvNeXtBlock(96, 3), ConvNeXtBlock(96, 3))
-        self.norm = nn.LayerNorm(96)
-        self.head = nn.Linear(96, out_shape[0])
+        c1, c2, k1, k2 = 48, 96, 5, 3
+        self.stem = nn.Conv2d(in_shape[1], c1, 2, stride=2)
+        self.stage1 = nn.Sequential(ConvNeXtBlock(c1, k1), ConvNeXtBlock(c1, k1))
+        self.down = nn.Conv2d(c1, c2, 1)
+        self.stage2 = nn.Sequential(ConvNeXtBlock(c2, k2), ConvNeXtBlock(c2, k2))
+        self.norm = nn.LayerNorm(c2)
+        self.head = nn.Linear(c2, out_shape[0])
 
     def forward(self, x):
         x = self.stage2(self.down(self.stage1(self.stem(x))))

@@ -31,12 +31,15 @@ class Net(nn.Module):
     def __init__(self, in_shape, out_shape, prm, device):
         super().__init__()
         self.device = device
-        self.stem = nn.Conv2d(in_shape[1], 32, 3, padding=1, bias=False)
-        self.block1 = dense_block(32, 16, 4)
-        self.trans1 = transition(96, 48)
-        self.block2 = dense_block(48, 16, 4)
-        self.norm = nn.BatchNorm2d(112)
-        self.fc = nn.Linear(112, out_shape[0])
+        c0, growth, layers = 32, 16, 4
+        c1 = (c0 + layers * growth) // 2
+        c2 = c1 + layers * growth
+        self.stem = nn.Conv2d(in_shape[1], c0, 3, padding=1, bias=False)
+        self.block1 = dense_block(c0, growth, layers)
+        self.trans1 = transition(c0 + layers * growth, c1)
+        self.block2 = dense_block(c1, growth, layers)
+        self.norm = nn.BatchNorm2d(c2)
+        self.fc = nn.Linear(c2, out_shape[0])
 
     def forward(self, x):
         x = self.block2(self.trans1(self.block1(self.stem(x))))

@@ -28,11 +28,13 @@ class Net(nn.Module):
     def __init__(self, in_shape, out_shape, prm, device):
         super().__init__()
         self.device = device
-        self.stem = conv_bn(in_shape[1], 32, 3)
-        self.inc1 = InceptionBlock(32, 16, 24, 8, 8)
+        c0 = 32
+        b1, b2 = (16, 24, 8, 8), (32, 48, 16, 16)
+        self.stem = conv_bn(in_shape[1], c0, 3)
+        self.inc1 = InceptionBlock(c0, *b1)
         self.pool = nn.MaxPool2d(2, ceil_mode=True)
-        self.inc2 = InceptionBlock(56, 32, 48, 16, 16)
-        self.fc = nn.Linear(112, out_shape[0])
+        self.inc2 = InceptionBlock(sum(b1), *b2)
+        self.fc = nn.Linear(sum(b2), out_shape[0])
 
     def forward(self, x):
         x = self.inc2(self.pool(self.inc1(self.stem(x))))

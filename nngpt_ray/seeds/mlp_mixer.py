@@ -25,10 +25,10 @@ class Net(nn.Module):
     def __init__(self, in_shape, out_shape, prm, device):
         super().__init__()
         self.device = device
-        patch, dim = 2, 64
+        patch, dim, token_hidden, channel_hidden, depth = 2, 64, 32, 128, 3
         tokens = (in_shape[2] // patch) * (in_shape[3] // patch)
         self.embed = nn.Conv2d(in_shape[1], dim, patch, stride=patch)
-        self.blocks = nn.Sequential(*[MixerBlock(tokens, dim, 32, 128) for _ in range(3)])
+        self.blocks = nn.Sequential(*[MixerBlock(tokens, dim, token_hidden, channel_hidden) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, out_shape[0])
 

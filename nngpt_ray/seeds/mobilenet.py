@@ -29,12 +29,13 @@ class Net(nn.Module):
     def __init__(self, in_shape, out_shape, prm, device):
         super().__init__()
         self.device = device
-        self.stem = nn.Sequential(nn.Conv2d(in_shape[1], 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU6())
+        c1, c2, last, expand = 32, 64, 256, 4
+        self.stem = nn.Sequential(nn.Conv2d(in_shape[1], c1, 3, padding=1, bias=False), nn.BatchNorm2d(c1), nn.ReLU6())
         self.blocks = nn.Sequential(
-            InvertedResidual(32, 32, 1, 4), InvertedResidual(32, 64, 2, 4), InvertedResidual(64, 64, 1, 4),
+            InvertedResidual(c1, c1, 1, expand), InvertedResidual(c1, c2, 2, expand), InvertedResidual(c2, c2, 1, expand),
         )
-        self.head = nn.Sequential(nn.Conv2d(64, 256, 1, bias=False), nn.BatchNorm2d(256), nn.ReLU6())
-        self.fc = nn.Linear(256, out_shape[0])
+        self.head = nn.Sequential(nn.Conv2d(c2, last, 1, bias=False), nn.BatchNorm2d(last), nn.ReLU6())
+        self.fc = nn.Linear(last, out_shape[0])
 
     def forward(self, x):
         x = self.head(self.blocks(self.stem(x)))

@@ -30,9 +30,10 @@ class Net(nn.Module):
     def __init__(self, in_shape, out_shape, prm, device):
         super().__init__()
         self.device = device
-        self.stem = nn.Sequential(nn.Conv2d(in_shape[1], 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU())
-        self.layers = nn.Sequential(BasicBlock(32, 32), BasicBlock(32, 64, 2), BasicBlock(64, 128, 2))
-        self.fc = nn.Linear(128, out_shape[0])
+        c1, c2, c3 = 32, 64, 128
+        self.stem = nn.Sequential(nn.Conv2d(in_shape[1], c1, 3, padding=1, bias=False), nn.BatchNorm2d(c1), nn.ReLU())
+        self.layers = nn.Sequential(BasicBlock(c1, c1), BasicBlock(c1, c2, 2), BasicBlock(c2, c3, 2))
+        self.fc = nn.Linear(c3, out_shape[0])
 
     def forward(self, x):
         x = self.layers(self.stem(x))

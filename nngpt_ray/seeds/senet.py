@@ -41,9 +41,11 @@ class Net(nn.Module):
     def __init__(self, in_shape, out_shape, prm, device):
         super().__init__()
         self.device = device
-        self.stem = nn.Sequential(nn.Conv2d(in_shape[1], 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU())
-        self.blocks = nn.Sequential(SEBlock(32, 32, 1, 8), SEBlock(32, 64, 2, 8), SEBlock(64, 128, 2, 8))
-        self.fc = nn.Linear(128, out_shape[0])
+        c1, c2, c3, reduction = 32, 64, 128, 8
+        self.stem = nn.Sequential(nn.Conv2d(in_shape[1], c1, 3, padding=1, bias=False), nn.BatchNorm2d(c1), nn.ReLU())
+        self.blocks = nn.Sequential(SEBlock(c1, c1, 1, reduction), SEBlock(c1, c2, 2, reduction),
+                                    SEBlock(c2, c3, 2, reduction))
+        self.fc = nn.Linear(c3, out_shape[0])
 
     def forward(self, x):
         x = self.blocks(self.stem(x))

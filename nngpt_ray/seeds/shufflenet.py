@@ -36,11 +36,12 @@ class Net(nn.Module):
     def __init__(self, in_shape, out_shape, prm, device):
         super().__init__()
         self.device = device
-        self.stem = nn.Sequential(nn.Conv2d(in_shape[1], 48, 3, padding=1, bias=False), nn.BatchNorm2d(48), nn.ReLU())
-        self.stage1 = nn.Sequential(ShuffleUnit(48, 4), ShuffleUnit(48, 4))
-        self.down = nn.Sequential(nn.Conv2d(48, 96, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(96), nn.ReLU())
-        self.stage2 = nn.Sequential(ShuffleUnit(96, 4), ShuffleUnit(96, 4))
-        self.fc = nn.Linear(96, out_shape[0])
+        c1, c2, groups = 48, 96, 4
+        self.stem = nn.Sequential(nn.Conv2d(in_shape[1], c1, 3, padding=1, bias=False), nn.BatchNorm2d(c1), nn.ReLU())
+        self.stage1 = nn.Sequential(ShuffleUnit(c1, groups), ShuffleUnit(c1, groups))
+        self.down = nn.Sequential(nn.Conv2d(c1, c2, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c2), nn.ReLU())
+        self.stage2 = nn.Sequential(ShuffleUnit(c2, groups), ShuffleUnit(c2, groups))
+        self.fc = nn.Linear(c2, out_shape[0])
 
     def forward(self, x):
         x = self.stage2(self.down(self.stage1(self.stem(x))))

@@ -25,13 +25,14 @@ class Net(nn.Module):
     def __init__(self, in_shape, out_shape, prm, device):
         super().__init__()
         self.device = device
+        c0, s1, e1, s2, e2 = 64, 16, 64, 32, 128
         self.features = nn.Sequential(
-            nn.Conv2d(in_shape[1], 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
-            Fire(64, 16, 64), Fire(128, 16, 64), nn.MaxPool2d(2, ceil_mode=True),
-            Fire(128, 32, 128), Fire(256, 32, 128),
+            nn.Conv2d(in_shape[1], c0, 3, padding=1), nn.BatchNorm2d(c0), nn.ReLU(inplace=True),
+            Fire(c0, s1, e1), Fire(2 * e1, s1, e1), nn.MaxPool2d(2, ceil_mode=True),
+            Fire(2 * e1, s2, e2), Fire(2 * e2, s2, e2),
         )
         self.classifier = nn.Sequential(
-            nn.Dropout(prm['dropout']), nn.Conv2d(256, out_shape[0], 1), nn.AdaptiveAvgPool2d(1),
+            nn.Dropout(prm['dropout']), nn.Conv2d(2 * e2, out_shape[0], 1), nn.AdaptiveAvgPool2d(1),
         )
 
     def forward(self, x):

@@ -20,10 +20,11 @@ class Net(nn.Module):
     def __init__(self, in_shape, out_shape, prm, device):
         super().__init__()
         self.device = device
-        self.features = nn.Sequential(vgg_block(in_shape[1], 32), vgg_block(32, 64), vgg_block(64, 128))
+        c1, c2, c3, hidden = 32, 64, 128, 256
+        self.features = nn.Sequential(vgg_block(in_shape[1], c1), vgg_block(c1, c2), vgg_block(c2, c3))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(
-            nn.Linear(128, 256), nn.ReLU(inplace=True), nn.Dropout(prm['dropout']), nn.Linear(256, out_shape[0]),
+            nn.Linear(c3, hidden), nn.ReLU(inplace=True), nn.Dropout(prm['dropout']), nn.Linear(hidden, out_shape[0]),
         )
 
     def forward(self, x):

@@ -13,15 +13,15 @@ class Net(nn.Module):
     def __init__(self, in_shape, out_shape, prm, device):
         super().__init__()
         self.device = device
-        patch, dim = 2, 64
+        patch, stem, dim, heads, depth = 2, 32, 64, 4, 3
         tokens = (in_shape[2] // patch) * (in_shape[3] // patch)
         self.embed = nn.Sequential(
-            nn.Conv2d(in_shape[1], 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-            nn.Conv2d(32, dim, patch, stride=patch),
+            nn.Conv2d(in_shape[1], stem, 3, padding=1), nn.BatchNorm2d(stem), nn.ReLU(),
+            nn.Conv2d(stem, dim, patch, stride=patch),
         )
         self.pos = nn.Parameter(torch.randn(1, tokens, dim) * 0.02)
-        layer = nn.TransformerEncoderLayer(dim, 4, dim * 2, prm['dropout'], batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, 3, enable_nested_tensor=False)
+        layer = nn.TransformerEncoderLayer(dim, heads, dim * 2, prm['dropout'], batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, out_shape[0])
 

@@ -33,15 +33,16 @@ class Net(nn.Module):
     def __init__(self, in_shape, out_shape, prm, device):
         super().__init__()
         self.device = device
-        width = 2
-        self.conv = nn.Conv2d(in_shape[1], 16, 3, padding=1, bias=False)
+        c0, width = 16, 2
+        c1, c2, c3 = c0 * width, 2 * c0 * width, 4 * c0 * width
+        self.conv = nn.Conv2d(in_shape[1], c0, 3, padding=1, bias=False)
         self.blocks = nn.Sequential(
-            PreActBlock(16, 16 * width, 1, prm['dropout']),
-            PreActBlock(16 * width, 32 * width, 2, prm['dropout']),
-            PreActBlock(32 * width, 64 * width, 2, prm['dropout']),
+            PreActBlock(c0, c1, 1, prm['dropout']),
+            PreActBlock(c1, c2, 2, prm['dropout']),
+            PreActBlock(c2, c3, 2, prm['dropout']),
         )
-        self.bn = nn.BatchNorm2d(64 * width)
-        self.fc = nn.Linear(64 * width, out_shape[0])
+        self.bn = nn.BatchNorm2d(c3)
+        self.fc = nn.Linear(c3, out_shape[0])
 
     def forward(self, x):
         x = F.relu(self.bn(self.blocks(self.conv(x))))

@@ -1,0 +1,1 @@
+"""The LLM deployment (Ray Serve) and the engines behind it. Installed as `nngpt_ray.serve`."""

@@ -1,0 +1,73 @@
+"""Generation with transformers + peft, on CPU or GPU. Adapters switch at run time, no reload."""
+
+from __future__ import annotations
+
+import threading
+
+from nngpt_ray.serve.engines.base import Adapter, Engine, Sampling, cut_at_stop
+
+
+class TransformersEngine(Engine):
+    MAX_ADAPTERS = 3  # older versions are dropped from memory; their files stay on disk
+
+    def __init__(self, model: str | None, gguf_file: str | None = None, device: str = "auto",
+                 dtype: str = "auto", threads: int = 1) -> None:
+        import torch
+
+        from nngpt_ray.llm import load_base
+
+        if device != "cuda":
+            torch.set_num_threads(threads)
+        self.model, self.tokenizer = load_base(model, gguf_file, device, dtype)
+        self.device = next(self.model.parameters()).device
+        self.peft = None  # a PeftModel around self.model once the first adapter arrives
+        self.loaded: list[str] = []
+        self.lock = threading.Lock()
+
+    def load_adapter(self, adapter: Adapter) -> None:
+        from peft import PeftModel
+
+        with self.lock:
+            if adapter.name in self.loaded:
+                return
+            if self.peft is None:
+                self.peft = PeftModel.from_pretrained(self.model, adapter.path, adapter_name=adapter.name)
+            else:
+                self.peft.load_adapter(adapter.path, adapter_name=adapter.name)
+            self.peft.eval()
+            self.loaded.append(adapter.name)
+            while len(self.loaded) > self.MAX_ADAPTERS:
+                self.peft.delete_adapter(self.loaded.pop(0))
+
+    def loaded_adapters(self) -> list[str]:
+        return list(self.loaded)
+
+    def generate(self, prompts: list[str], sampling: Sampling, adapter: Adapter | None) -> list[str]:
+        import contextlib
+
+        import torch
+
+        if adapter is not None:
+            self.load_adapter(adapter)
+        with self.lock:
+            if self.peft is not None and adapter is not None:
+                self.peft.set_adapter(adapter.name)
+                model, context = self.peft, contextlib.nullcontext()
+            elif self.peft is not None:
+                model, context = self.peft, self.peft.disable_adapter()
+            else:
+                model, context = self.model, contextlib.nullcontext()
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
+            enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            sample = sampling.temperature > 0
+            options = dict(do_sample=sample, max_new_tokens=sampling.max_new_tokens,
+                           pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id)
+            if sample:
+                options.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k or None)
+            if sampling.stop:
+                options.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
+            with context, torch.no_grad():
+                out = model.generate(**enc, **options)
+        texts = self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        return [cut_at_stop(t, sampling.stop) for t in texts]

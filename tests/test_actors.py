@@ -1,0 +1,96 @@
+"""Each actor on real local Ray: the store writer, dedup (and its rebuild after a crash), the predictor
+gate, and a trainer running the sandboxed harness with the gate in the loop."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from nngpt_ray.config import Config, DedupConfig, PredictorConfig
+from nngpt_ray.corpus import seed_entries
+from nngpt_ray.failures import FailureKind
+from nngpt_ray.predictor import PredictorInput
+from nngpt_ray.spec import CandidateSpec, EpochResult, Hyperparameters, Origin
+
+SEEDS = {s.name: s for s in seed_entries()}
+
+
+def spec_of(name: str, epochs: int = 2, sample: str = "") -> CandidateSpec:
+    seed = SEEDS[name]
+    return CandidateSpec(code=seed.code, hyperparameters=Hyperparameters(**seed.hyperparameters, epochs=epochs),
+                         origin=Origin(task="manual", sample=sample))
+
+
+@pytest.fixture
+def store_actor(ray_session, tmp_path):
+    from nngpt_ray.actors.store import StoreActor
+
+    path = tmp_path / "store.sqlite"
+    actor = StoreActor.options(name=f"store-{tmp_path.name}").remote(str(path), create=True)
+    yield actor, path
+    ray_session.kill(actor)
+
+
+def test_dedup_actor_verdicts_and_rebuild_after_a_crash(ray_session, store_actor):
+    from nngpt_ray.actors.dedup import DedupActor
+
+    store, path = store_actor
+    for name in ("resnet", "vit"):
+        s = spec_of(name)
+        ray_session.get(store.call.remote("add_candidate", s.id, task="manual", spec=s))
+    dedup = DedupActor.remote(DedupConfig().model_dump(), str(path))
+    assert ray_session.get(dedup.known.remote()) == [spec_of("resnet").id, spec_of("vit").id]
+    exact = ray_session.get(dedup.check.remote("x1", SEEDS["resnet"].code + "\n# only a comment\n"))
+    assert (exact.kind, exact.similar_to, exact.similarity) == ("duplicate", spec_of("resnet").id, 1.0)
+    near_code = SEEDS["vit"].code.replace("nn.Linear(dim, out_shape[0])", "nn.Linear(dim, out_shape[0], bias=True)")
+    near = ray_session.get(dedup.check.remote("x2", near_code))
+    assert near.kind == "near_duplicate" and near.similar_to == spec_of("vit").id and near.similarity >= 0.97
+    new = ray_session.get(dedup.check.remote("x3", SEEDS["senet"].code))
+    assert new.kind == "new" and new.similar_to == spec_of("resnet").id
+
+    ray_session.kill(dedup, no_restart=False)  # crash: Ray restarts it, and it rebuilds from the store
+    deadline = time.time() + 60
+    while True:
+        try:
+            known = ray_session.get(dedup.known.remote(), timeout=30)
+            break
+        except ray_session.exceptions.RayActorError:
+            assert time.time() < deadline
+            time.sleep(0.5)
+    assert known == [spec_of("resnet").id, spec_of("vit").id]  # x3 was never recorded in the store
+    assert ray_session.get(dedup.check.remote("x4", SEEDS["resnet"].code)).kind == "duplicate"
+
+
+def test_predictor_actor(ray_session, tmp_path):
+    from nngpt_ray.actors.predictor import PredictorActor
+    from nngpt_ray.store import Store
+
+    Store(tmp_path / "s.sqlite", create=True).close()
+    predictor = PredictorActor.remote(PredictorConfig().model_dump(), str(tmp_path / "s.sqlite"))
+    x = PredictorInput(code="", hyperparameters={}, dataset="digits", classes=10, total_epochs=3,
+                       epochs=[EpochResult(epoch=1, val_accuracy=0.1, seconds=1)])
+    assert not ray_session.get(predictor.decide.remote(x)).go
+    x.epochs[0].val_accuracy = 0.7
+    assert ray_session.get(predictor.decide.remote(x)).go
+
+
+def test_trainer_actor_streams_epochs_and_obeys_the_gate(ray_session, store_actor):
+    from nngpt_ray.actors.predictor import PredictorActor
+    from nngpt_ray.actors.trainer import TrainerActor
+
+    store, path = store_actor
+    # chance factor 10 on 10 classes: anything below 100% after epoch 1 is "hopeless", so the gate must stop it
+    predictor = PredictorActor.options(name=f"predictor-{path.parent.name}").remote(
+        PredictorConfig(chance_factor=10).model_dump(), str(path))
+    trainer = TrainerActor.remote(Config().model_dump(mode="json"), "trainer-test", f"store-{path.parent.name}",
+                                  f"predictor-{path.parent.name}")
+    spec = spec_of("plain_cnn", epochs=3)
+    ray_session.get(store.call.remote("add_candidate", spec.id, task="manual", spec=spec))
+    result = ray_session.get(trainer.train.remote(spec))
+    assert result.failure == FailureKind.STOPPED_EARLY and len(result.epochs) == 1
+    assert result.epochs[0].val_accuracy > 0.5
+    streamed = ray_session.get(store.call.remote("epochs", spec.id))
+    assert [e.epoch for e in streamed] == [1]  # written by the trainer while it ran, before any final result
+    attempts = ray_session.get(store.call.remote("attempts", spec.id))
+    assert [(a["trainer"], a["outcome"]) for a in attempts] == [("trainer-test", "completed")]

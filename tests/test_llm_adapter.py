@@ -1,0 +1,70 @@
+"""The LLM deployment (real Ray Serve) and the learner actor (real peft LoRA): an adapter switch is
+observed in generation, with no restart of the deployment."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from nngpt_ray.config import Config
+from nngpt_ray.corpus import seed_entries
+from nngpt_ray.datasets import dataset_info
+from nngpt_ray.spec import Transform
+from nngpt_ray.tasks.fill import FillTask
+
+TARGET = "        self.device = device\n### hyperparameters: {\"lr\": 0.0123}\n### end"
+
+
+@pytest.fixture(scope="module")
+def llm_setup(ray_session, tiny_model):
+    from nngpt_ray.actors.learner import LearnerActor
+    from nngpt_ray.serve.app import deploy
+
+    cfg = Config.model_validate({"llm": {"model": str(tiny_model), "num_cpus": 0.5},
+                                 "learner": {"epochs": 40, "lr": 0.01, "batch_size": 4, "lora_r": 8,
+                                             "warmup_ratio": 0.0}})
+    handle = deploy(cfg, "nngpt-llm-test")
+    learner = LearnerActor.remote(cfg.model_dump(mode="json"))
+    yield cfg, handle, learner
+    from ray import serve
+
+    serve.delete("nngpt-llm-test")
+    ray_session.kill(learner)
+
+
+def test_adapter_switch_is_observed_in_generation(llm_setup, tmp_path):
+    cfg, handle, learner = llm_setup
+    prompt = FillTask(dataset_info("digits"), 2, Transform()).prompt_for(seed_entries()[0]).payload()
+    greedy = {"max_new_tokens": 40, "temperature": 0.0, "stop": ["### end"]}
+    before = handle.generate.remote([prompt], greedy, None).result()[0]
+    assert not before.startswith(TARGET)
+
+    report = learner.update.remote([(prompt, TARGET)] * 4, str(tmp_path / "v1"), None)
+    import ray
+
+    report = ray.get(report)
+    assert (tmp_path / "v1" / "adapter_config.json").exists() and report.steps > 0
+    adapter = {"name": "test-v1", "version": 1, "path": report.path}
+    info_before = handle.info.remote().result()
+    after = handle.generate.remote([prompt], greedy, adapter).result()[0]
+    assert after.startswith(TARGET), after
+    info_after = handle.info.remote().result()
+    assert info_after["pid"] == info_before["pid"]  # same replica process: switched without a restart
+    assert "test-v1" in info_after["adapters"]
+    # the base model is still there, unchanged, for requests that name no adapter
+    assert handle.generate.remote([prompt], greedy, None).result()[0] == before
+
+
+def test_a_second_version_builds_on_the_first(llm_setup, tmp_path):
+    cfg, handle, learner = llm_setup
+    import ray
+
+    prompt = {"text": "### task: fill\n### dataset: digits\n"}
+    first = ray.get(learner.update.remote([(prompt, "alpha ### end")] * 4, str(tmp_path / "v1"), None))
+    second = ray.get(learner.update.remote([(prompt, "beta ### end")] * 4, str(tmp_path / "v2"), first.path))
+    assert second.path != first.path and (tmp_path / "v2" / "adapter_model.safetensors").exists()
+    greedy = {"max_new_tokens": 12, "temperature": 0.0, "stop": ["### end"]}
+    v2 = handle.generate.remote([prompt], greedy, {"name": "t2-v2", "version": 2, "path": second.path}).result()[0]
+    v1 = handle.generate.remote([prompt], greedy, {"name": "t2-v1", "version": 1, "path": first.path}).result()[0]
+    assert v2.startswith("beta") and v1.startswith("alpha")

@@ -1,0 +1,75 @@
+"""A short end-to-end run of the closed loop on real local Ray, with a tiny model built by the bootstrap
+code path: generation, parsing, dedup, sandboxed training, early-stop gate, LoRA update, adapter switch."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import run_cli
+from nngpt_ray.config import Config
+from nngpt_ray.rundir import RunDir
+from nngpt_ray.store import Store
+
+
+@pytest.fixture(scope="module")
+def finished_run(ray_session, tiny_model, tmp_path_factory):
+    from nngpt_ray.run import execute
+
+    out = tmp_path_factory.mktemp("runs")
+    cfg = Config.model_validate({
+        "run": {"out_dir": str(out), "name": "e2e"},
+        "llm": {"model": str(tiny_model), "batch_size": 6, "temperature": 0.5, "max_new_tokens": 256},
+        "train": {"epochs": 1},
+        "trainers": {"count": 2},
+        "learner": {"every_k": 2, "accept_threshold": 0.3, "epochs": 2, "batch_size": 4},
+        "loop": {"cycles": 2, "candidates_per_cycle": 10, "queue_size": 2},
+        "sandbox": {"timeout_s": 120},
+    })
+    run = RunDir.new(cfg.run.out_dir, cfg.run.name)
+    run.config.write_text(cfg.to_yaml())
+    summary = execute(cfg, run, show_progress=False)
+    return run, summary
+
+
+def test_cycles_candidates_and_adapters_are_recorded(finished_run):
+    run, summary = finished_run
+    cycles = summary["cycles"]
+    assert [c["cycle"] for c in cycles] == [0, 1]
+    assert all(c["generated"] >= 10 for c in cycles)
+    assert summary["totals"]["trained"] >= 2
+    assert summary["totals"]["trained_twice"] == 0
+    assert summary["run"]["adapters_applied"] >= 1
+    assert cycles[0]["adapter"] == 0 and cycles[1]["adapter"] == 1  # cycle 1 generated with adapter v1
+    store = Store(run.store, readonly=True)
+    adapters = store.adapters()
+    assert adapters[0]["activated"] is not None and (run.adapter(1) / "adapter_config.json").exists()
+    rows = store.table("candidates")
+    assert {r["adapter"] for r in rows if r["cycle"] == 1} == {1}
+    trained = [r for r in rows if r["epochs_done"] > 0]
+    for r in trained:
+        assert (run.networks / f"{r['id']}.py").read_text() == r["code"]
+        assert r["best_accuracy"] == max(e.val_accuracy for e in store.epochs(r["id"]))
+        assert len(store.attempts(r["id"])) == 1
+
+
+def test_every_generation_is_classified(finished_run):
+    run, _ = finished_run
+    rows = Store(run.store, readonly=True).table("candidates")
+    allowed = {"ok", "parse", "syntax", "contract", "unsafe", "forward", "train_error", "timeout", "memory", "nan",
+               "duplicate", "near_duplicate", "stopped_early", "crashed"}
+    assert rows and all(r["stage"] == "finished" and r["status"] in allowed for r in rows)
+    for r in rows:
+        if r["status"] in ("duplicate", "near_duplicate"):
+            assert r["similar_to"] and r["similarity"] is not None
+
+
+def test_status_command_matches_the_run(finished_run):
+    run, summary = finished_run
+    proc = run_cli("status", str(run.root), "--json")
+    assert proc.returncode == 0, proc.stderr
+    status = json.loads(proc.stdout)
+    assert status["cycles"] == summary["cycles"] and status["totals"] == summary["totals"]
+    table = run_cli("status", str(run.root))
+    assert "trained twice: 0" in table.stdout
