@@ -56,14 +56,7 @@ class CandidateCgroup:
             if (d / "cgroup.kill").exists():  # cgroup v2: the kernel kills the whole group at once
                 with contextlib.suppress(OSError):
                     (d / "cgroup.kill").write_text("1")
-        for _ in range(50):
-            pids = self.pids()
-            if not pids:
-                return
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.02)
+        kill_until_gone(self.pids)
 
     def remove(self) -> None:
         self.kill_all()
@@ -76,6 +69,19 @@ class CandidateCgroup:
                     break
                 except OSError:
                     time.sleep(0.02)
+
+
+def kill_until_gone(find, rounds: int = 100) -> None:
+    """SIGKILL every pid `find()` returns, again and again until it returns none (a process may fork
+    while its siblings are being killed)."""
+    for _ in range(rounds):
+        pids = find()
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.01)
 
 
 def create(token: str, max_pids: int, memory_bytes: int | None) -> tuple[CandidateCgroup | None, str]:

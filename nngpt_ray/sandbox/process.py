@@ -262,14 +262,7 @@ def sweep(owner: str) -> None:
 
 def _kill_marked(marker: bytes) -> None:
     """SIGKILL every process whose environment holds `marker`, until none is left (forks included)."""
-    for _ in range(100):
-        found = [pid for pid in _pids() if _has_marker(pid, marker)]
-        if not found:
-            return
-        for pid in found:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.01)
+    cgroups.kill_until_gone(lambda: [pid for pid in _pids() if _has_marker(pid, marker)])
 
 
 def _python_roots() -> list[str]:
