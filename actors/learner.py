@@ -8,6 +8,7 @@ adapter active and loses only the update in progress.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import ray
@@ -35,7 +36,10 @@ class LearnerActor:
         from nngpt_ray.llm import render
 
         rendered = [(render(payload, self.tokenizer), completion) for payload, completion in examples]
-        tmp = Path(out_dir).with_name(Path(out_dir).name + f".partial{os.getpid()}")
+        target = Path(out_dir)
+        for stale in target.parent.glob(f"{target.name}.partial*"):  # left by a learner that died mid-update
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = target.with_name(f"{target.name}.partial{os.getpid()}")
         report = train_adapter(self.base, self.tokenizer, rendered, tmp, self.cfg.learner,
                                previous=Path(previous) if previous else None, seed=self.cfg.run.seed)
         os.replace(tmp, out_dir)  # the adapter appears complete or not at all

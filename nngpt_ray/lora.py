@@ -36,7 +36,6 @@ def train_adapter(base, tokenizer, examples: list[tuple[str, str]], out_dir: Pat
     `base` is left as it was (the LoRA layers are removed again before returning)."""
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
-    from transformers import get_cosine_schedule_with_warmup
 
     started = time.monotonic()
     torch.manual_seed(seed)
@@ -46,13 +45,23 @@ def train_adapter(base, tokenizer, examples: list[tuple[str, str]], out_dir: Pat
         targets = cfg.target_modules or [t for t in DEFAULT_TARGETS if any(n.endswith(t) for n, _ in base.named_modules())]
         model = get_peft_model(base, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                                 target_modules=targets, task_type="CAUSAL_LM"))
+    try:
+        return _train(model, tokenizer, examples, out_dir, cfg, seed, max_len, started)
+    finally:
+        model.unload()  # strip the LoRA layers, even after an error: `base` is the plain base model again
+
+
+def _train(model, tokenizer, examples, out_dir, cfg, seed, max_len, started) -> AdapterReport:
+    import torch
+    from transformers import get_cosine_schedule_with_warmup
+
     encoded = encode_examples(tokenizer, examples, max_len)
     steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
     total = max(1, steps_per_epoch * cfg.epochs)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(total * cfg.warmup_ratio), total)
     rng = random.Random(seed)
-    device = next(base.parameters()).device
+    device = next(model.parameters()).device
     model.train()
     losses = []
     for _ in range(cfg.epochs):
@@ -67,6 +76,5 @@ def train_adapter(base, tokenizer, examples: list[tuple[str, str]], out_dir: Pat
     model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))
-    model.unload()  # strip the LoRA layers: `base` is the plain base model again
     tail = losses[-steps_per_epoch:] or [math.nan]
     return AdapterReport(str(out_dir), len(encoded), len(losses), sum(tail) / len(tail), time.monotonic() - started)
