@@ -19,6 +19,7 @@ import itertools
 import random
 import time
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -80,7 +81,7 @@ class Controller:
         """Create the actors and the LLM deployment (named, so the dashboard tells the stages apart)."""
         from ray import serve
 
-        from nngpt_ray.serve.app import deploy
+        from nngpt_ray.serve.app import deploy, quiet
 
         cfg, here = self.cfg, NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         stages = ["store", "dedup", "predictor", "learner", *(f"trainer-{i}" for i in range(cfg.trainers.count))]
@@ -101,6 +102,7 @@ class Controller:
             for i in range(cfg.trainers.count)]
         self.learner = LearnerActor.options(name=actor_name("learner", self.name), num_cpus=cfg.learner.num_cpus,
                                             num_gpus=cfg.learner.num_gpus).remote(plain)
+        quiet()
         serve.start(proxy_location="Disabled")
         self.llm = deploy(cfg, f"nngpt-llm-{self.name}")
 
@@ -113,8 +115,13 @@ class Controller:
     def _restore_state(self) -> list[CandidateSpec]:
         """Where the run stands: current cycle and adapter, and the candidates to train again."""
         cycles = self._store("cycles")
-        latest = self._store("latest_adapter")
-        self.adapter = Adapter(latest["name"], latest["version"], latest["path"]) if latest else None
+        adapters = self._store("adapters")
+        active = [a for a in adapters if a["activated"]]
+        self.adapter = _adapter(active[-1]) if active else None
+        newest = adapters[-1] if adapters else None
+        if newest and not newest["activated"] and Path(newest["path"]).is_dir():
+            self.staged = _adapter(newest)  # trained before the driver died, not yet switched in
+        latest = newest
         if not cycles:
             self.cycle = 0
             self._store("start_cycle", 0, 0)
@@ -410,6 +417,10 @@ class Controller:
                       "adapters_applied": sum(1 for a in self._store("adapters") if a["activated"]),
                       "events": self.events}
         return out
+
+
+def _adapter(row: dict) -> Adapter:
+    return Adapter(name=row["name"], version=row["version"], path=row["path"])
 
 
 def _kill_if_alive(name: str) -> None:

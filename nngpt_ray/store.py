@@ -273,10 +273,6 @@ class Store:
     def adapters(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.db.execute("SELECT * FROM adapters ORDER BY version")]
 
-    def latest_adapter(self) -> dict[str, Any] | None:
-        row = self.db.execute("SELECT * FROM adapters ORDER BY version DESC LIMIT 1").fetchone()
-        return dict(row) if row else None
-
     def cycles(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.db.execute("SELECT * FROM cycles ORDER BY cycle")]
 
