@@ -93,10 +93,10 @@ class TrainersConfig(Section):
 
 
 class DedupConfig(Section):
-    threshold: float = Field(0.99, gt=0, le=1, description="MinHash-Jaccard above which a candidate is a near-duplicate"
+    threshold: float = Field(0.995, gt=0, le=1, description="MinHash-Jaccard above which a candidate is a near-duplicate"
                              " (fill candidates share their reference's whole skeleton and differ in a few tokens, "
                              "hence high; ~0.9 for whole-module generation)")
-    num_perm: int = Field(256, ge=16)
+    num_perm: int = Field(512, ge=16, description="MinHash permutations: more resolve higher thresholds")
     shingle: int = Field(3, ge=1, description="code tokens per shingle")
 
 
