@@ -25,8 +25,8 @@ def status(store: Store) -> dict[str, Any]:
 
 def status_table(summary: dict[str, Any], title: str = "nngpt-ray run") -> Table:
     table = Table(title=title)
-    for name in ("cycle", "adapter", "generated", "valid", "valid %", "unique", "trained", "best acc", "mean acc"):
-        table.add_column(name, justify="right")
+    for name in ("cycle", "adapter", "generated", "valid", "valid%", "unique", "trained", "best", "mean"):
+        table.add_column(name, justify="right", no_wrap=True)
     for c in summary["cycles"]:
         rate = f"{100 * c['valid'] / c['generated']:.0f}" if c["generated"] else "-"
         table.add_row(str(c["cycle"]), f"v{c['adapter']}", str(c["generated"]), str(c["valid"]), rate,
@@ -36,7 +36,7 @@ def status_table(summary: dict[str, Any], title: str = "nngpt-ray run") -> Table
     table.add_row("all", "", str(t["generated"]), str(t["valid"]),
                   f"{100 * t['valid'] / t['generated']:.0f}" if t["generated"] else "-", str(t["unique"]),
                   str(t["trained"]), "", "")
-    table.caption = f"trained twice: {t['trained_twice']}"
+    table.caption = f"best/mean: validation accuracy of the trained candidates; trained twice: {t['trained_twice']}"
     return table
 
 

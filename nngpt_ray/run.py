@@ -105,6 +105,9 @@ def _shutdown(controller) -> None:
     import ray
     from ray import serve
 
+    from nngpt_ray.serve.app import quiet
+
+    quiet()
     try:
         serve.delete(f"nngpt-llm-{controller.name}")
     except Exception:  # the run is over either way; Serve may already be gone

@@ -40,8 +40,16 @@ class LLMServer:
         return {"pid": os.getpid(), "adapters": self.engine.loaded_adapters(), "started": self.started}
 
 
+def quiet() -> None:
+    """Serve logs every application start/stop at INFO on the driver; the run's own progress says it."""
+    import logging
+
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
+
+
 def deploy(cfg, app_name: str):
     """Start (or replace) the LLM application for a run and return its handle."""
+    quiet()
     llm = cfg.llm
     options: dict[str, Any] = {"model": llm.model, "gguf_file": llm.gguf_file, "device": llm.device,
                                "dtype": llm.dtype, "threads": llm.threads}
