@@ -24,3 +24,8 @@ class DedupActor:
 
     def known(self) -> list[str]:
         return list(self.dedup.ids)
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()

@@ -42,7 +42,7 @@ def killed_and_resumed(ray_session, tiny_model, tmp_path_factory):
         "llm": {"model": str(tiny_model), "batch_size": 6, "temperature": 0.5, "max_new_tokens": 256},
         "train": {"epochs": 3},
         "learner": {"every_k": 2, "accept_threshold": 0.3, "epochs": 2, "batch_size": 4},
-        "loop": {"cycles": 3, "candidates_per_cycle": 6, "queue_size": 2},
+        "loop": {"cycles": 50, "candidates_per_cycle": 6, "queue_size": 2},  # never ends before the kill
     })
     config = out / "config.yaml"
     config.write_text(cfg.to_yaml())
@@ -62,13 +62,14 @@ def killed_and_resumed(ray_session, tiny_model, tmp_path_factory):
         except StoreError:
             continue
         trained = [i for i, (status, _, epochs) in snap["finished"].items() if epochs]
-        if len(trained) >= 2 and snap["open"]:
+        if trained and snap["open"]:
             break
     driver.send_signal(signal.SIGKILL)
     driver.wait()
     before = _snapshot(run_dir / "store.sqlite")
-    resumed = subprocess.run([exe, "run", "--resume", str(run_dir)], env=env, capture_output=True, text=True,
-                             timeout=900)
+    last = max(before["cycles"])  # finish the cycle in progress and one more
+    resumed = subprocess.run([exe, "run", "--resume", str(run_dir), "--cycles", str(last + 2)], env=env,
+                             capture_output=True, text=True, timeout=900)
     return run_dir, before, resumed
 
 
