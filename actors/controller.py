@@ -385,7 +385,7 @@ class Controller:
     def _pool(self) -> list[CorpusEntry]:
         """Prompt material: the best trained candidates of this run first, then the seeds."""
         if not hasattr(self, "_seeds"):
-            self._seeds = seed_entries()
+            self._seeds = seed_entries(self.cfg.task.families)
         rows = self._store("best", self.cfg.data.dataset, 16)
         grown = [CorpusEntry(name=r["id"], code=r["code"], accuracy=r["best_accuracy"], dataset=self.cfg.data.dataset)
                  for r in rows if r["best_accuracy"] and r["best_accuracy"] >= self.cfg.learner.accept_threshold]

@@ -53,6 +53,7 @@ class Recipe:
     batch_size: int = 8
     lr: float = 3e-3
     seed: int = 0
+    families: tuple[str, ...] | None = None  # seed families to learn (default: all)
 
 
 def model_dir(root: Path = DEFAULT_ROOT, recipe: Recipe = Recipe()) -> Path:
@@ -89,7 +90,7 @@ def build(target: Path, recipe: Recipe, say) -> dict:
     rng = random.Random(recipe.seed)
     started = time.monotonic()
     examples = training_examples(rng, recipe)
-    say(f"  {len(examples)} fill examples from {len(seed_entries())} seed families "
+    say(f"  {len(examples)} fill examples from {len(seed_entries(recipe.families))} seed families "
         f"({time.monotonic() - started:.0f} s)")
     tokenizer = train_tokenizer([p + c for p, c in examples], recipe)
     model = new_model(tokenizer, recipe)
@@ -98,7 +99,7 @@ def build(target: Path, recipe: Recipe, say) -> dict:
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    validity = sample_validity(model, tokenizer, rng)
+    validity = sample_validity(model, tokenizer, rng, recipe.families)
     manifest = {"recipe": asdict(recipe), "examples": len(examples), "final_loss": loss, "sampled_validity": validity,
                 "seconds": round(time.monotonic() - started, 1), "task": "fill"}
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
@@ -122,7 +123,7 @@ def training_examples(rng: random.Random, recipe: Recipe) -> list[tuple[str, str
     names = [n for n, _ in _DATASETS]
     weights = [w for _, w in _DATASETS]
     examples = []
-    seeds = seed_entries()
+    seeds = seed_entries(recipe.families)
     mutants = valid_mutants(seeds, rng, attempts=int(recipe.mutants_per_family * 1.6), keep=recipe.mutants_per_family)
     for seed in seeds:
         prompts = {name: task.prompt_for(seed).text for name, task in tasks.items()}
@@ -202,12 +203,12 @@ def train(model, tokenizer, examples, recipe: Recipe, say) -> float:
                     f"loss {sum(recent) / len(recent):.3f}")
 
 
-def sample_validity(model, tokenizer, rng: random.Random, n: int = 26, temperature: float = 0.7) -> dict:
-    """Generate `n` fills (digits prompts over all seed families) in one batch; count the working networks."""
+def sample_validity(model, tokenizer, rng: random.Random, families=None, n: int = 26, temperature: float = 0.7) -> dict:
+    """Generate `n` fills (digits prompts over the seed families it learned) in one batch; count the working networks."""
     import torch
 
     task = fill_tasks()["digits"]
-    seeds = seed_entries()
+    seeds = seed_entries(families)
     prompts = [task.prompt_for(seeds[i % len(seeds)]) for i in range(n)]
     tokenizer.padding_side = "left"
     enc = tokenizer([p.text for p in prompts], return_tensors="pt", padding=True, add_special_tokens=False)

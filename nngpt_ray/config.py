@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from nngpt_ray.failures import ConfigError
 
@@ -83,6 +83,22 @@ class TaskConfig(Section):
     kind: Literal["fill", "code"] = "fill"
     examples: int = Field(1, ge=0, le=8, description="few-shot examples in a `code` prompt")
     reprompt: bool = Field(True, description="one more try with the diagnostic when parsing fails")
+    families: list[str] | None = Field(None, description="seed families used as references and examples "
+                                                          "(default: all); narrows the search space")
+
+    @field_validator("families")
+    @classmethod
+    def _known_families(cls, value: list[str] | None) -> list[str] | None:
+        from nngpt_ray.corpus import seed_names
+
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("name at least one family, or leave it unset for all")
+        unknown = [name for name in value if name not in seed_names()]
+        if unknown:
+            raise ValueError(f"unknown seed family {', '.join(unknown)}; available: {', '.join(seed_names())}")
+        return value
 
 
 class TrainersConfig(Section):

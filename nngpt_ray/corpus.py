@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -42,13 +43,18 @@ def hyperparameters_comment(code: str) -> dict:
     return values if isinstance(values, dict) else {}
 
 
-def seed_entries() -> list[CorpusEntry]:
-    """The seed networks, sorted by name."""
+def seed_names() -> list[str]:
+    """The seed families shipped with the package, sorted."""
+    return sorted(p.name[:-3] for p in resources.files("nngpt_ray.seeds").iterdir()
+                  if p.name.endswith(".py") and not p.name.startswith("_"))
+
+
+def seed_entries(families: Sequence[str] | None = None) -> list[CorpusEntry]:
+    """The seed networks, sorted by name; only `families` when given (names checked by the config)."""
     out = []
-    for path in sorted(resources.files("nngpt_ray.seeds").iterdir(), key=lambda p: p.name):
-        if not path.name.endswith(".py") or path.name.startswith("_"):
+    for name in seed_names():
+        if families is not None and name not in families:
             continue
-        code = path.read_text()
-        name = path.name[:-3]
+        code = resources.files("nngpt_ray.seeds").joinpath(f"{name}.py").read_text()
         out.append(CorpusEntry(name=name, code=code, hyperparameters=hyperparameters_comment(code), family=name))
     return out

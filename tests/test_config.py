@@ -62,3 +62,9 @@ def test_missing_file(tmp_path):
 def test_round_trip_through_yaml():
     cfg = load_config(None, ["loop.cycles=2"])
     assert Config.model_validate(yaml.safe_load(cfg.to_yaml())) == cfg
+
+
+def test_unknown_seed_family_names_the_available_ones():
+    with pytest.raises(ConfigError, match=r"'task.families'.*unknown seed family resnett; available: convnext, "):
+        load_config(None, ["task.families=[resnet, resnett]"])
+    assert load_config(None, ["task.families=[resnet]"]).task.families == ["resnet"]
