@@ -74,6 +74,7 @@ def lock_down(job):
     _limit(resource.RLIMIT_CORE, 0)
     _limit(resource.RLIMIT_CPU, int(limits["cpu_s"]), int(limits["cpu_s"]) + 5)
     _limit(resource.RLIMIT_FSIZE, limits["file_bytes"])
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignores it: a write past the limit would be a catchable OSError
     done["rlimit_cpu_s"] = int(limits["cpu_s"])
     done["rlimit_file_mb"] = limits["file_bytes"] // 2**20
     if limits.get("nproc") and os.geteuid() != 0:  # root is exempt from RLIMIT_NPROC
