@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich import box
 from rich.table import Table
 
 from nngpt_ray.store import Store
@@ -24,7 +25,7 @@ def status(store: Store) -> dict[str, Any]:
 
 
 def status_table(summary: dict[str, Any], title: str = "nngpt-ray run") -> Table:
-    table = Table(title=title)
+    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)  # nine columns fit in 80
     for name in ("cycle", "adapter", "generated", "valid", "valid%", "unique", "trained", "best", "mean"):
         table.add_column(name, justify="right", no_wrap=True)
     for c in summary["cycles"]:
