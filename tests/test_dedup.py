@@ -19,7 +19,8 @@ def test_exact_duplicate_ignores_comments_and_formatting():
 def test_near_duplicate_names_the_original_and_its_similarity():
     d = Deduplicator(threshold=0.9)
     d.check("a", SEEDS["resnet"])
-    tweak = SEEDS["resnet"].replace("nn.Linear(128, out_shape[0])", "nn.Linear(128, out_shape[0], bias=True)")
+    tweak = SEEDS["resnet"].replace("nn.Linear(c3, out_shape[0])", "nn.Linear(c3, out_shape[0], bias=True)")
+    assert tweak != SEEDS["resnet"]
     v = d.check("b", tweak)
     assert v.kind == "near_duplicate" and v.similar_to == "a" and 0.9 <= v.similarity < 1.0
 

@@ -61,10 +61,10 @@ def test_a_second_version_builds_on_the_first(llm_setup, tmp_path):
     import ray
 
     prompt = {"text": "### task: fill\n### dataset: digits\n"}
-    first = ray.get(learner.update.remote([(prompt, "alpha ### end")] * 4, str(tmp_path / "v1"), None))
-    second = ray.get(learner.update.remote([(prompt, "beta ### end")] * 4, str(tmp_path / "v2"), first.path))
+    first = ray.get(learner.update.remote([(prompt, "nn.Conv2d ### end")] * 8, str(tmp_path / "v1"), None))
+    second = ray.get(learner.update.remote([(prompt, "nn.Linear ### end")] * 8, str(tmp_path / "v2"), first.path))
     assert second.path != first.path and (tmp_path / "v2" / "adapter_model.safetensors").exists()
     greedy = {"max_new_tokens": 12, "temperature": 0.0, "stop": ["### end"]}
     v2 = handle.generate.remote([prompt], greedy, {"name": "t2-v2", "version": 2, "path": second.path}).result()[0]
     v1 = handle.generate.remote([prompt], greedy, {"name": "t2-v1", "version": 1, "path": first.path}).result()[0]
-    assert v2.startswith("beta") and v1.startswith("alpha")
+    assert v2.startswith("nn.Linear") and v1.startswith("nn.Conv2d"), (v1, v2)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, tiny_loop_settings
 from nngpt_ray.config import Config
 from nngpt_ray.rundir import RunDir
 from nngpt_ray.store import Store
@@ -20,11 +20,11 @@ def finished_run(ray_session, tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
     cfg = Config.model_validate({
         "run": {"out_dir": str(out), "name": "e2e"},
-        "llm": {"model": str(tiny_model), "batch_size": 6, "temperature": 0.5, "max_new_tokens": 256},
+        **tiny_loop_settings(tiny_model),
         "train": {"epochs": 1},
         "trainers": {"count": 2},
         "learner": {"every_k": 2, "accept_threshold": 0.3, "epochs": 2, "batch_size": 4},
-        "loop": {"cycles": 2, "candidates_per_cycle": 10, "queue_size": 2},
+        "loop": {"cycles": 2, "candidates_per_cycle": 10, "queue_size": 2, "max_generations_per_cycle": 60},
         "sandbox": {"timeout_s": 120},
     })
     run = RunDir.new(cfg.run.out_dir, cfg.run.name)

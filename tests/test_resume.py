@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, tiny_loop_settings
 from nngpt_ray.config import Config
 from nngpt_ray.failures import StoreError
 from nngpt_ray.source import code_hash
@@ -39,10 +39,11 @@ def _snapshot(store_path: Path) -> dict:
 def killed_and_resumed(ray_session, tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("resume")
     cfg = Config.model_validate({
-        "llm": {"model": str(tiny_model), "batch_size": 6, "temperature": 0.5, "max_new_tokens": 256},
+        **tiny_loop_settings(tiny_model),
         "train": {"epochs": 3},
         "learner": {"every_k": 2, "accept_threshold": 0.3, "epochs": 2, "batch_size": 4},
-        "loop": {"cycles": 50, "candidates_per_cycle": 6, "queue_size": 2},  # never ends before the kill
+        "loop": {"cycles": 50, "candidates_per_cycle": 6, "queue_size": 2,  # never ends before the kill
+                 "max_generations_per_cycle": 40},
     })
     config = out / "config.yaml"
     config.write_text(cfg.to_yaml())
