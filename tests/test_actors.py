@@ -28,6 +28,7 @@ def store_actor(ray_session, tmp_path):
 
     path = tmp_path / "store.sqlite"
     actor = StoreActor.options(name=f"store-{tmp_path.name}").remote(str(path), create=True)
+    ray_session.get(actor.call.remote("meta", "application"))  # the file exists before other actors open it
     yield actor, path
     ray_session.kill(actor)
 
