@@ -96,6 +96,8 @@ def _init_ray(cfg: Config) -> None:
         ray.init(address=address, namespace=cfg.ray.namespace, log_to_driver=False)
     else:
         console.print("starting a local Ray instance ...")
+        # it announces, as a warning, that token authentication is on: the safe default for an instance we own
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         ray.init(num_cpus=cfg.ray.num_cpus, namespace=cfg.ray.namespace, log_to_driver=False,
                  include_dashboard=cfg.ray.dashboard, configure_logging=True, logging_level=logging.WARNING)
 
