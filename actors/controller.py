@@ -121,7 +121,6 @@ class Controller:
         newest = adapters[-1] if adapters else None
         if newest and not newest["activated"] and Path(newest["path"]).is_dir():
             self.staged = _adapter(newest)  # trained before the driver died, not yet switched in
-        latest = newest
         if not cycles:
             self.cycle = 0
             self._store("start_cycle", 0, 0)
@@ -133,7 +132,7 @@ class Controller:
             c.queued = int(row["queued"] or 0)
             c.best = row["best_accuracy"]
         self.accepted_since_update = self._store("accepted_since", self.cfg.learner.accept_threshold,
-                                                 latest["created"] if latest else 0.0)
+                                                 newest["created"] if newest else 0.0)
         self.generated_total = sum(c.generated for c in self.counts.values())
         self._store("interrupt_open_attempts")
         return self._store("unfinished")
