@@ -4,7 +4,10 @@ candidate still runs.
 Every category runs with the default sandbox, where the static check refuses most of them outright,
 and again with the upper layers switched off where a lower layer is meant to hold on its own:
 "audit" (static check off: the runtime audit hook must stop it) and "process-only" (static check and
-audit hook off: namespaces, cgroup, rlimits, the watchdog, the kill sweep and parent-side measurement).
+audit hook off: namespaces, cgroup, rlimits, the watchdogs, the kill sweep and parent-side measurement).
+
+All of them run through one fork server, as a trainer's candidates do: every layer is applied in the
+forked child, and after each candidate nothing of it may be left below the zygote.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from nngpt_ray.config import SandboxConfig
 from nngpt_ray.failures import FailureKind
 from nngpt_ray.harness import evaluate
 from nngpt_ray.sandbox import cgroups
-from nngpt_ray.sandbox.process import MARKER_VAR
+from nngpt_ray.sandbox.process import MARKER_VAR, ForkServer
 from nngpt_ray.spec import CandidateSpec, Hyperparameters
 
 NET = '''
@@ -60,25 +63,40 @@ def hostile(body: str, imports: str = "import os") -> str:
     return NET.format(imports=imports, body="\n".join("        " + line for line in body.strip().splitlines()))
 
 
-def run(code: str, digits, tmp_path, layers: str, **limits) -> object:
-    settings = dict(timeout_s=30, scratch_root=tmp_path / "scratch") | limits
-    if layers in ("audit", "process-only"):
-        settings |= dict(static_check=False)
-    if layers == "process-only":
-        settings |= dict(audit_hook=False)
-    spec = CandidateSpec(code=code, hyperparameters=Hyperparameters(lr=0.1, batch=64, epochs=1))
-    return evaluate(spec, digits, SandboxConfig(**settings))
+@pytest.fixture(scope="module")
+def server():
+    with ForkServer("hostile-tests") as s:
+        yield s
 
 
-def assert_no_leftovers(result) -> None:
-    token_env = f"{MARKER_VAR}=".encode()
+@pytest.fixture
+def run(digits, server, tmp_path):
+    def run(code: str, layers: str, **limits):
+        settings = dict(timeout_s=30, scratch_root=tmp_path / "scratch") | limits
+        if layers in ("audit", "process-only"):
+            settings |= dict(static_check=False)
+        if layers == "process-only":
+            settings |= dict(audit_hook=False)
+        spec = CandidateSpec(code=code, hyperparameters=Hyperparameters(lr=0.1, batch=64, epochs=1))
+        result = evaluate(spec, digits, SandboxConfig(**settings), server=server)
+        scratch = tmp_path / "scratch"
+        assert not scratch.exists() or not any(scratch.iterdir()), "the scratch directory was left behind"
+        return result
+
+    return run
+
+
+def assert_no_leftovers(server: ForkServer) -> None:
+    """Nothing of any candidate is alive: no process below the zygote, no marked process but the zygote."""
+    assert server.descendants() == [], "a candidate's process is still alive below the zygote"
+    marker = f"{MARKER_VAR}=".encode()
     for pid in os.listdir("/proc"):
-        if pid.isdigit():
+        if pid.isdigit() and int(pid) != server.pid:
             try:
                 env = Path(f"/proc/{pid}/environ").read_bytes()
             except OSError:
                 continue
-            assert token_env not in env, f"process {pid} of a sandbox is still alive"
+            assert marker not in env, f"process {pid} of a sandbox is still alive"
 
 
 ALL = ["default", "audit", "process-only"]
@@ -94,12 +112,12 @@ def victim(tmp_path):
 @pytest.mark.parametrize("layers", ["default", "audit"])
 @pytest.mark.parametrize("action", ["os.remove({victim!r})", "open({outside!r}, 'w').write('x')",
                                     "shutil.rmtree({folder!r})", "pathlib.Path({outside!r}).write_text('x')"])
-def test_deleting_and_writing_outside_scratch(digits, tmp_path, victim, layers, action):
+def test_deleting_and_writing_outside_scratch(run, tmp_path, victim, layers, action):
     outside = tmp_path / "planted.txt"
     folder = tmp_path / "folder"
     folder.mkdir()
     code = action.format(victim=str(victim), outside=str(outside), folder=str(folder))
-    result = run(hostile(code, "import os\nimport shutil\nimport pathlib"), digits, tmp_path, layers)
+    result = run(hostile(code, "import os\nimport shutil\nimport pathlib"), layers)
     expected = FailureKind.UNSAFE if layers == "default" else FailureKind.TRAIN_ERROR
     assert result.failure == expected, result.error
     if layers == "audit":
@@ -108,35 +126,33 @@ def test_deleting_and_writing_outside_scratch(digits, tmp_path, victim, layers, 
 
 
 @pytest.mark.parametrize("layers", ["default", "audit"])
-def test_shell_commands_and_subprocesses(digits, tmp_path, layers):
+def test_shell_commands_and_subprocesses(run, server, tmp_path, layers):
     marker = tmp_path / "pwned"
     for body in (f"os.system('touch {marker}')", f"subprocess.run(['sh', '-c', 'touch {marker}'])",
                  f"os.execv('/bin/sh', ['sh', '-c', 'touch {marker}'])"):
-        result = run(hostile(body, "import os\nimport subprocess"), digits, tmp_path, layers)
+        result = run(hostile(body, "import os\nimport subprocess"), layers)
         assert result.failure == (FailureKind.UNSAFE if layers == "default" else FailureKind.TRAIN_ERROR)
         assert not marker.exists()
 
 
-def test_process_layer_confines_a_shell(digits, tmp_path):
+def test_process_layer_confines_a_shell(run, server, tmp_path):
     """With the static check and audit hook off, a spawned shell still has no network, no inherited
     secrets, and is killed with the candidate."""
     out = tmp_path / "shell.txt"
-    body = (f"os.system('(env; cat /proc/net/dev; sleep 30; echo late >> {out}) > {out} 2>&1 &')\n"
-            "import time\ntime.sleep(2)")
+    body = (f"os.system('(env; cat /proc/net/dev; echo listed; sleep 30; echo late) > {out} 2>&1 &')\n"
+            f"while 'listed' not in open({str(out)!r}).read():\n    pass")
     os.environ["NNGPT_TEST_SECRET"] = "s3cr3t"
     try:
-        result = run(hostile(body), digits, tmp_path, "process-only")
+        result = run(hostile(body), "process-only")
     finally:
         del os.environ["NNGPT_TEST_SECRET"]
-    assert result.failure is None  # the candidate itself trained
-    time.sleep(1)
+    assert result.failure is None  # the candidate itself trained, after its shell had written
+    assert_no_leftovers(server)  # the detached shell died with the candidate: it can never write "late"
     text = out.read_text()
+    assert "listed" in text and "late" not in text and "PATH=/usr/bin:/bin" in text  # it ran, with our env
     assert "s3cr3t" not in text and "NNGPT_TEST_SECRET" not in text
     if result.protections.get("network_namespace") in ("netns", "userns+netns"):
         assert "eth0" not in text  # only a loopback device in its own network namespace
-    time.sleep(2)
-    assert "late" not in out.read_text()  # the detached shell was killed with the candidate
-    assert_no_leftovers(result)
 
 
 @pytest.fixture
@@ -166,10 +182,10 @@ def listener():
 
 
 @pytest.mark.parametrize("layers", ALL)
-def test_network_connections(digits, tmp_path, listener, layers):
+def test_network_connections(run, server, tmp_path, listener, layers):
     port, hits = listener
     body = f"s = socket.create_connection(('127.0.0.1', {port}), timeout=3)\ns.sendall(b'exfiltrated')"
-    result = run(hostile(body, "import socket"), digits, tmp_path, layers)
+    result = run(hostile(body, "import socket"), layers)
     assert result.failure == (FailureKind.UNSAFE if layers == "default" else FailureKind.TRAIN_ERROR)
     if layers == "process-only" and result.protections.get("network_namespace", "").startswith("unavailable"):
         pytest.skip("this node offers no network namespace")
@@ -187,52 +203,59 @@ def _pids_limited() -> bool:
 
 
 @pytest.mark.parametrize("layers", ALL)
-def test_fork_bomb(digits, tmp_path, layers):
+def test_fork_bomb(run, server, tmp_path, layers):
     if layers == "process-only" and not _pids_limited():
         pytest.skip("no cgroup and running as root: nothing but the wall clock would bound a fork bomb here")
     body = "for _ in range(5000):\n    os.fork()"  # bounded so a broken sandbox cannot take the host down
-    result = run(hostile(body), digits, tmp_path, layers, timeout_s=20, max_processes=32)
-    # MEMORY: the watchdog sums the tree's resident memory, and enough forked copies of torch pass the limit
-    assert result.failure in (FailureKind.UNSAFE, FailureKind.TRAIN_ERROR, FailureKind.TIMEOUT, FailureKind.CRASHED,
-                              FailureKind.MEMORY)
-    assert_no_leftovers(result)
+    result = run(hostile(body), layers, timeout_s=20, max_processes=32)
+    if layers == "default":
+        assert result.failure == FailureKind.UNSAFE and "'os'" in result.error
+    elif layers == "audit":
+        assert result.failure == FailureKind.TRAIN_ERROR and "sandbox: 'os.fork'" in result.error
+    else:  # which limit bites first is a race: pids.max (fork fails), the tree's memory (enough copies of torch)
+        assert result.failure in (FailureKind.TRAIN_ERROR, FailureKind.MEMORY, FailureKind.CRASHED), result.error
+    assert_no_leftovers(server)
 
 
 @pytest.mark.parametrize("layers", ["default", "process-only"])
-def test_thread_bomb(digits, tmp_path, layers):
+def test_thread_bomb(run, server, tmp_path, layers):
     if layers == "process-only" and not _pids_limited():
         pytest.skip("no cgroup and running as root: nothing but the wall clock would bound a thread bomb here")
     body = "ts = []\nfor _ in range(3000):\n    t = threading.Thread(target=time.sleep, args=(60,))\n    t.start()\n    ts.append(t)"
-    result = run(hostile(body, "import threading\nimport time"), digits, tmp_path, layers, timeout_s=20,
+    result = run(hostile(body, "import threading\nimport time"), layers, timeout_s=20,
                  max_processes=32)
-    assert result.failure in (FailureKind.UNSAFE, FailureKind.TRAIN_ERROR, FailureKind.TIMEOUT, FailureKind.CRASHED)
-    assert_no_leftovers(result)
+    if layers == "default":
+        assert result.failure == FailureKind.UNSAFE and "'threading'" in result.error
+    else:  # pids.max refuses the thread, or the address-space limit its stack
+        assert result.failure in (FailureKind.TRAIN_ERROR, FailureKind.MEMORY), result.error
+        assert "thread" in result.error.lower() or "memory" in result.error.lower()
+    assert_no_leftovers(server)
 
 
 @pytest.mark.parametrize("layers", ALL)
-def test_detached_child_acting_later(digits, tmp_path, layers):
+def test_detached_child_acting_later(run, server, tmp_path, layers):
     late = tmp_path / "late.txt"
     body = (f"if os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        time.sleep(4)\n"
             f"        open({str(late)!r}, 'w').write('acted')\n    os._exit(0)")
-    result = run(hostile(body, "import os\nimport time"), digits, tmp_path, layers)
-    assert result.failure in (FailureKind.UNSAFE, FailureKind.TRAIN_ERROR, None)
-    time.sleep(6)
+    result = run(hostile(body, "import os\nimport time"), layers)
+    expected = {"default": FailureKind.UNSAFE, "audit": FailureKind.TRAIN_ERROR, "process-only": None}[layers]
+    assert result.failure == expected, result.error
+    assert_no_leftovers(server)  # nothing alive that could still act: no sleep racing the grandchild
     assert not late.exists()
-    assert_no_leftovers(result)
 
 
 @pytest.mark.parametrize("layers", ["default", "process-only"])
-def test_memory_exhaustion(digits, tmp_path, layers):
+def test_memory_exhaustion(run, server, tmp_path, layers):
     body = "hog = [bytearray(64 * 2**20) for _ in range(200)]"
-    result = run(hostile(body, ""), digits, tmp_path, layers, memory_mb=512)
+    result = run(hostile(body, ""), layers, memory_mb=512)
     assert result.failure == FailureKind.MEMORY, result.error
-    assert_no_leftovers(result)
+    assert_no_leftovers(server)
 
 
 @pytest.mark.parametrize("layers", ALL)
-def test_disk_exhaustion(digits, tmp_path, layers):
+def test_disk_exhaustion(run, server, tmp_path, layers):
     body = "f = open('big.bin', 'wb')\nfor _ in range(2000):\n    f.write(b'0' * 2**20)"
-    result = run(hostile(body, ""), digits, tmp_path, layers, max_file_mb=32)
+    result = run(hostile(body, ""), layers, max_file_mb=32)
     if layers == "default":
         assert result.failure == FailureKind.UNSAFE  # `open` is refused before anything runs
     else:
@@ -245,59 +268,60 @@ def test_disk_exhaustion(digits, tmp_path, layers):
     ("time.sleep(3600)", "import time"),
     ("signal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True:\n    pass", "import signal"),
 ])
-def test_infinite_loops_and_sleeps(digits, tmp_path, body, imports):
-    result = run(hostile(body, imports), digits, tmp_path, "process-only", timeout_s=12)
+def test_infinite_loops_and_sleeps(run, server, tmp_path, body, imports):
+    result = run(hostile(body, imports), "process-only", timeout_s=12)
     assert result.failure == FailureKind.TIMEOUT
     assert result.duration_s < 30
-    assert_no_leftovers(result)
+    assert_no_leftovers(server)
 
 
 @pytest.mark.parametrize("layers", ["default", "process-only"])
-def test_exiting_early_with_status_zero(digits, tmp_path, layers):
-    result = run(hostile("os._exit(0)"), digits, tmp_path, layers)
-    assert result.failure in (FailureKind.UNSAFE, FailureKind.CRASHED)
-    if layers == "process-only":
-        assert "before finishing" in result.error and not result.epochs
+def test_exiting_early_with_status_zero(run, server, tmp_path, layers):
+    result = run(hostile("os._exit(0)"), layers)
+    if layers == "default":
+        assert result.failure == FailureKind.UNSAFE
+    else:
+        assert result.failure == FailureKind.CRASHED and "before finishing" in result.error and not result.epochs
 
 
-def test_exiting_early_through_sys_exit(digits, tmp_path):
-    result = run(hostile("raise SystemExit(0)", ""), digits, tmp_path, "default")
+def test_exiting_early_through_sys_exit(run, server, tmp_path):
+    result = run(hostile("raise SystemExit(0)", ""), "default")
     assert result.failure == FailureKind.CRASHED and "before finishing" in result.error
 
 
 @pytest.mark.parametrize("layers", ALL)
-def test_crashing_the_interpreter(digits, tmp_path, layers):
-    result = run(hostile("ctypes.string_at(0)", "import ctypes"), digits, tmp_path, layers)
+def test_crashing_the_interpreter(run, server, tmp_path, layers):
+    result = run(hostile("ctypes.string_at(0)", "import ctypes"), layers)
     expected = {"default": FailureKind.UNSAFE, "audit": FailureKind.TRAIN_ERROR, "process-only": FailureKind.CRASHED}
     assert result.failure == expected[layers], result.error
     if layers == "process-only":
         assert "SIGSEGV" in result.error
 
 
-def test_flooding_stdout(digits, tmp_path):
+def test_flooding_stdout(run, server, tmp_path):
     body = "for _ in range(200000):\n    print('x' * 1000)"
-    result = run(hostile(body, ""), digits, tmp_path, "default", max_output_kb=16, timeout_s=60)
+    result = run(hostile(body, ""), "default", max_output_kb=16, timeout_s=60)
     assert result.failure is None  # the flood is drained and dropped; the network still trained
     assert result.epochs
 
 
 @pytest.mark.parametrize("layers", ["default", "process-only"])
-def test_reading_secrets_from_the_environment(digits, tmp_path, layers):
+def test_reading_secrets_from_the_environment(run, server, tmp_path, layers):
     os.environ["AWS_SECRET_ACCESS_KEY"] = "AKIA-not-for-candidates"
     try:
         body = "raise RuntimeError('found: ' + str(os.environ.get('AWS_SECRET_ACCESS_KEY')))"
-        result = run(hostile(body), digits, tmp_path, layers)
+        result = run(hostile(body), layers)
     finally:
         del os.environ["AWS_SECRET_ACCESS_KEY"]
-    assert result.failure in (FailureKind.UNSAFE, FailureKind.TRAIN_ERROR)
     assert "AKIA-not-for-candidates" not in (result.error or "")
-    if layers == "process-only":
-        assert "found: None" in result.error
+    if layers == "default":
+        assert result.failure == FailureKind.UNSAFE
+    else:
+        assert result.failure == FailureKind.TRAIN_ERROR and "found: None" in result.error
 
 
 FORGER = '''
 import os
-import json
 import torch
 import torch.nn as nn
 
@@ -318,52 +342,105 @@ class Net(nn.Module):
         pass
 
     def learn(self, train_data):
-        print('{"t": "epoch", "epoch": 1, "val_accuracy": 1.0}')
-        print('val_accuracy: 1.0')
-        torch.Tensor.argmax = lambda self, *a, **k: torch.arange(self.shape[0]) % 10
-        for fd in range(3, 12):
+LEARN
+'''
+FORGE_PIPE = '''        for fd in range(3, 64):
             try:
                 os.write(fd, b'{"t": "epoch", "epoch": 1, "pred": [0]}\\n')
             except OSError:
-                pass
-'''
+                pass'''
+PATCH_AND_PRINT = '''        print('{"t": "epoch", "epoch": 1, "val_accuracy": 1.0}')
+        print('val_accuracy: 1.0')
+        torch.Tensor.argmax = lambda self, *a, **k: torch.arange(self.shape[0]) % 10'''
 
 
 @pytest.mark.parametrize("layers", ["default", "process-only"])
-def test_forging_its_own_accuracy(digits, tmp_path, layers):
-    result = run(FORGER, digits, tmp_path, layers)
+def test_forging_a_result_message(run, server, tmp_path, layers):
+    result = run(FORGER.replace('LEARN', FORGE_PIPE), layers)
     if layers == "default":
         assert result.failure == FailureKind.UNSAFE
         return
-    # whatever it printed or patched, accuracy is what the parent scores against labels it never saw
-    assert result.failure in (None, FailureKind.CRASHED)
-    for epoch in result.epochs:
-        assert epoch.val_accuracy < 0.3
+    # its forged line reached the parent before any real epoch, and was refused as a broken protocol
+    assert result.failure == FailureKind.CRASHED and "invalid result for epoch 1" in result.error
+    assert result.epochs == []
 
 
-def test_nan_loss(digits, tmp_path):
+def test_printing_and_patching_change_no_measurement(run, server, tmp_path):
+    result = run(FORGER.replace('LEARN', PATCH_AND_PRINT), "process-only")
+    assert result.failure is None and len(result.epochs) == 1  # it ran to the end, and was measured
+    assert result.epochs[0].val_accuracy < 0.3  # chance: the labels are the parent's, whatever it printed
+
+
+def test_nan_loss(run, server, tmp_path):
     body = "for p in self.parameters():\n    p.data.fill_(float('nan'))"
-    result = run(hostile(body, ""), digits, tmp_path, "default")
+    result = run(hostile(body, ""), "default")
     assert result.failure == FailureKind.NAN
 
 
-def test_next_candidate_runs_after_the_hostile_ones(digits, tmp_path):
-    result = run(hostile("pass", ""), digits, tmp_path, "default")
+def test_next_candidate_runs_after_the_hostile_ones(run, server, tmp_path):
+    result = run(hostile("pass", ""), "default")
     assert result.failure is None and result.best_accuracy > 0.5
     assert result.protections["static_check"] and result.protections["audit_hook"]
 
 
-def test_protections_in_force_are_recorded(digits, tmp_path):
-    result = run(hostile("pass", ""), digits, tmp_path, "default")
+def test_protections_in_force_are_recorded(run, server, tmp_path):
+    result = run(hostile("pass", ""), "default", timeout_s=40, max_file_mb=48, max_open_files=200)
     p = result.protections
-    for key in ("process", "environment", "scratch_dir", "cgroup", "network_namespace", "rlimit_cpu_s",
-                "rlimit_file_mb", "rlimit_nofile", "audit_hook", "static_check", "parent_watchdog"):
-        assert key in p, key
-    assert "rlimit_as_mb" in p  # CPU run: the address-space limit applies
+    assert p["process"].startswith("own session and process group") and p["environment"].startswith("stripped")
+    assert p["scratch_dir"] is True and p["static_check"] is True and p["audit_hook"] is True
+    assert p["parent_watchdog"] is True and p["parent_death_signal"] is True
+    assert p["rlimit_cpu_s"] == 40 + 30 and p["rlimit_file_mb"] == 48 and p["rlimit_nofile"] == 200
+    assert p["rlimit_as_mb"] > 2048  # CPU run: torch's own footprint plus memory_mb
+    cgroup_made, _ = cgroups.create("probe-protections", 10, None)
+    if cgroup_made:
+        cgroup_made.remove()
+        assert p["cgroup"].startswith("cgroup v") and p["cgroup_joined"] is True
+    else:
+        assert p["cgroup"].startswith("no writable cgroup") or p["cgroup"].startswith("cgroup v2 not writable")
+    assert p["network_namespace"] in ("netns", "userns+netns") or p["network_namespace"].startswith("unavailable")
 
 
-def test_wall_clock_kill_does_not_wait_for_sigterm(digits, tmp_path):
+def test_wall_clock_kill_does_not_wait_for_sigterm(run, server, tmp_path):
     started = time.monotonic()
     body = "signal.signal(signal.SIGTERM, signal.SIG_IGN)\nimport time\ntime.sleep(600)"
-    result = run(hostile(body, "import signal"), digits, tmp_path, "process-only", timeout_s=10)
+    result = run(hostile(body, "import signal"), "process-only", timeout_s=10)
     assert result.failure == FailureKind.TIMEOUT and time.monotonic() - started < 25  # SIGKILL, not a polite SIGTERM
+
+
+def test_a_stalled_candidate_is_stopped_long_before_its_wall_clock(run, server, tmp_path):
+    """An endless loop in forward() takes no new batch: the stall watchdog kills it, not the 300 s limit."""
+    code = hostile("pass", "").replace("        return self.fc(x.flatten(1))",
+                                       "        while self.training:\n            pass\n        return self.fc(x.flatten(1))")
+    started = time.monotonic()
+    result = run(code, "default", timeout_s=300, stall_s=4)
+    assert result.failure == FailureKind.TIMEOUT and result.error.startswith("stalled"), result.error
+    assert "last phase: train" in result.error and time.monotonic() - started < 30
+    assert_no_leftovers(server)
+
+
+def test_a_slow_candidate_that_keeps_taking_batches_is_not_stalled(run, server, tmp_path):
+    body = "for _ in range(20):\n    torch.randn(256, 256) @ torch.randn(256, 256)\nimport time\ntime.sleep(0.15)"
+    code = hostile("pass", "").replace("            self.optimizer.step()",
+                                       "            self.optimizer.step()\n" + "\n".join(
+                                           "            " + line for line in body.splitlines()))
+    started = time.monotonic()
+    result = run(code, "process-only", stall_s=2)
+    assert result.failure is None, result.error
+    assert time.monotonic() - started > 2  # slower than the stall limit in all, never idle that long
+
+
+def test_a_candidate_that_kills_its_zygote_is_classified_and_the_next_one_runs(run, server, tmp_path):
+    before = server.pid
+    result = run(hostile("os.kill(os.getppid(), 9)\nimport time\ntime.sleep(10)"), "process-only")
+    assert result.failure == FailureKind.CRASHED and "fork server died" in result.error, result.error
+    assert_no_leftovers(server)
+    again = run(hostile("pass", ""), "default")
+    assert again.failure is None and server.pid != before  # a fresh zygote took over
+
+
+def test_the_child_holds_no_descriptor_of_its_zygote(run, server, tmp_path):
+    body = "raise RuntimeError('fds=' + ','.join(sorted(os.listdir('/proc/self/fd'), key=int)))"
+    result = run(hostile(body), "process-only")
+    assert result.failure == FailureKind.TRAIN_ERROR
+    fds = [int(x) for x in result.error.split("fds=")[1].split()[0].strip(" ,.'").split(",")]
+    assert len(fds) == 6, fds  # stdin/out/err, its result and control pipes, and the listdir itself

@@ -1,11 +1,21 @@
-"""Runs one candidate network inside its sandbox process: `python -I child.py JOB.json`.
+"""The fork server and the candidate child: `python -I child.py SOCKET_FD`.
 
 This file is a standalone script (standard library, numpy and torch only), so the code that sits next
-to untrusted code is small and imports nothing of nngpt_ray. It first locks itself down (cgroup,
-network namespace, resource limits), then loads the data the parent prepared (training images and
-labels, validation *images only*), installs a runtime audit hook, and only then imports the
-candidate. It reports on a private pipe: per epoch, the candidate's class predictions for the
-validation images. It never reports an accuracy: the parent holds the labels and scores them itself.
+to untrusted code is small and imports nothing of nngpt_ray.
+
+The process started from it is a *zygote*: it imports torch once, prepares each dataset it is asked for
+once (training images and labels, validation and test *images only*), and then forks one child per
+candidate. It never runs candidate code itself and never initialises CUDA (a forked CUDA context is
+unusable; each child initialises its own). It is a child subreaper, so a candidate's descendants that
+detach (setsid, double fork) are re-parented to it and stay findable; it dies with its trainer.
+
+Each child confines itself right after the fork, before anything of the candidate runs: new session
+and process group, death with the zygote, every inherited file descriptor closed, an environment
+rebuilt from nothing, the scratch directory as cwd, its cgroup, its own network namespace, resource
+limits, and then (once the data is on the device) the runtime audit hook. It reports on a private
+pipe: a heartbeat for every batch it hands out and every phase it finishes (the parent's stall
+watchdog), and per epoch the candidate's class predictions for the validation images. It never
+reports an accuracy: the parent holds the labels and scores them itself.
 """
 
 import ctypes
@@ -16,12 +26,17 @@ import math
 import os
 import random
 import resource
+import select
 import signal
+import socket
 import sys
+import time
 
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+BEAT_EVERY_S = 0.5  # heartbeats are rate-limited: one per half second at most
 _MEMORY_MARKERS = ("out of memory", "can't allocate memory", "cannot allocate memory", "bad_alloc",
                    "memoryerror", "not enough memory")
 
@@ -34,34 +49,157 @@ class CandidateError(Exception):
         self.kind = kind
 
 
-def main():
-    job = json.load(open(sys.argv[1]))
-    result_pipe = os.fdopen(job["result_fd"], "w", buffering=1)
-    control_pipe = os.fdopen(job["control_fd"], "r")
+# ---------------------------------------------------------------- the zygote
 
-    def send(**message):
-        result_pipe.write(json.dumps(message) + "\n")
-        result_pipe.flush()
+def zygote(sock_fd, parent_pid):
+    """Import torch once, then fork one confined child per request until the trainer hangs up."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the trainer died before the line above took effect
+        os._exit(1)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
 
-    protections = lock_down(job)
-    send(t="hello", protections=protections)
+    try:  # networks may import it; paying for it here saves every child the time
+        import torchvision  # noqa: F401
+    except Exception:
+        pass
+    torch.set_num_threads(1)  # no thread pool may exist in a process that forks
+    sock = socket.socket(fileno=sock_fd)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    _reply(sock, t="ready", pid=os.getpid(), torch=torch.__version__)
+    cache = {}
+    current = None  # the one candidate child alive (a trainer trains one candidate at a time)
+    while True:
+        readable = select.select([sock, wake_r], [], [], 1.0)[0]
+        if wake_r in readable:
+            os.read(wake_r, 4096)
+        while True:  # reap the candidate and any re-parented descendant of it
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            if pid == current:
+                _reply(sock, t="exit", pid=pid, code=os.waitstatus_to_exitcode(status))
+                current = None
+        if sock not in readable:
+            continue
+        try:
+            message, fds, _, _ = socket.recv_fds(sock, 1 << 20, 8)
+        except OSError:
+            os._exit(0)
+        if not message:  # the trainer closed its end
+            os._exit(0)
+        request = json.loads(message)
+        try:
+            data = _prepared(request["job"], cache, np, torch, F)
+        except Exception as err:  # a missing or unreadable array file: the parent classifies it
+            for fd in fds:
+                os.close(fd)
+            _reply(sock, t="error", error=f"{type(err).__name__}: {err}"[:2000])
+            continue
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            _child(request["job"], fds, data)  # never returns
+        for fd in fds:
+            os.close(fd)
+        current = pid
+        _reply(sock, t="spawned", pid=pid)
+
+
+def _reply(sock, **message):
+    sock.send(json.dumps(message).encode())
+
+
+def _prepared(job, cache, np, torch, F):
+    """The job's data as float tensors (scaled, resized, normalized), prepared once per dataset and
+    transform and shared copy-on-write with every child. At most two versions are kept."""
+    data, tf = job["data"], job["transform"]
+    key = json.dumps([data, tf["resize"], tf["normalize"], job["mean"], job["std"]], sort_keys=True)
+    if key not in cache:
+        mean = torch.tensor(job["mean"]).view(1, -1, 1, 1)
+        std = torch.tensor(job["std"]).view(1, -1, 1, 1)
+
+        def prepare(path):
+            images = torch.from_numpy(np.load(path))
+            out = []
+            for start in range(0, len(images), 4096):
+                x = images[start:start + 4096].float().div_(255)
+                if tf["resize"] and tuple(x.shape[-2:]) != (tf["resize"], tf["resize"]):
+                    x = F.interpolate(x, size=(tf["resize"], tf["resize"]), mode="bilinear", align_corners=False)
+                if tf["normalize"]:
+                    x = (x - mean) / std
+                out.append(x)
+            return torch.cat(out)
+
+        prepared = {"train_x": prepare(data["train_x"]),
+                    "train_y": torch.from_numpy(np.load(data["train_y"]).astype("int64")),
+                    "val_x": prepare(data["val_x"]),
+                    "test_x": prepare(data["test_x"]) if data.get("test_x") else None}
+        while len(cache) >= 2:
+            cache.pop(next(iter(cache)))
+        cache[key] = prepared
+    return cache[key]
+
+
+# ---------------------------------------------------------------- the child, right after the fork
+
+def _child(job, fds, data):
+    result_fd, control_fd, output_fd = fds
+    code = 0
     try:
-        run(job, send, control_pipe, protections)
-    except CandidateError as err:
-        send(t="error", kind=err.kind, error=str(err)[-4000:])
-    result_pipe.close()
-    os._exit(0)
+        os.setsid()  # own session and process group: the parent kills the group
+        os.dup2(output_fd, 1)
+        os.dup2(output_fd, 2)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        _close_fds_except({0, 1, 2, result_fd, control_fd})
+        os.environ.clear()
+        os.environ.update(job["env"])
+        os.chdir(job["scratch"])
+        result_pipe = os.fdopen(result_fd, "w", buffering=1)
+        control_pipe = os.fdopen(control_fd, "r")
+        reporter = Reporter(result_pipe)
+        protections = lock_down(job)
+        reporter.send(t="hello", protections=protections)
+        try:
+            run(job, data, reporter, control_pipe, protections)
+        except CandidateError as err:
+            reporter.send(t="error", kind=err.kind, error=str(err)[-4000:])
+        result_pipe.close()
+    except BaseException:  # a candidate's SystemExit, or a broken pipe: the parent sees no complete result
+        code = 1
+    os._exit(code)
 
 
-# ---------------------------------------------------------------- process limits (before torch)
+def _close_fds_except(keep):
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
 
 def lock_down(job):
-    """Die with the parent, join the cgroup, leave the network, set limits that do not depend on torch."""
+    """Die with the zygote, join the cgroup, leave the network, set limits that do not depend on torch."""
     done = {}
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) == 0:
         done["parent_death_signal"] = True
-    if os.getppid() != job["parent_pid"]:  # the parent died before the line above took effect
+    if os.getppid() != job["zygote_pid"]:  # the zygote died before the line above took effect
         os._exit(1)
     for procs in job["cgroup_procs"]:
         with open(procs, "w") as f:
@@ -102,9 +240,30 @@ def _unshare_network():
     return "unavailable: " + os.strerror(ctypes.get_errno())
 
 
+class Reporter:
+    """The result pipe: messages, and heartbeats that tell the parent's stall watchdog the candidate is
+    making progress (a batch taken, a phase finished)."""
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+        self.last_beat = 0.0
+        self.phase = None
+
+    def send(self, **message):
+        self.pipe.write(json.dumps(message) + "\n")
+        self.pipe.flush()
+        self.last_beat = time.monotonic()
+
+    def beat(self, phase):
+        """A new phase is always reported; within a phase, at most one beat per BEAT_EVERY_S."""
+        if phase != self.phase or time.monotonic() - self.last_beat >= BEAT_EVERY_S:
+            self.phase = phase
+            self.send(t="beat", phase=phase)
+
+
 # ---------------------------------------------------------------- the run
 
-def run(job, send, control_pipe, protections):
+def run(job, data, reporter, control_pipe, protections):
     import numpy as np
     import torch
     import torch.nn.functional as F
@@ -113,8 +272,8 @@ def run(job, send, control_pipe, protections):
     torch.manual_seed(job["seed"])
     random.seed(job["seed"])
     np.random.seed(job["seed"] % 2**32)
-    device = _pick_device(torch, job["device"])
-    train_x, train_y, val_x = _load_data(job, np, torch, F)
+    device = _pick_device(torch, job["device"], job.get("gpu_memory_fraction"))
+    train_x, train_y, val_x = data["train_x"], data["train_y"], data["val_x"]
 
     if device.type == "cpu":  # CUDA reserves huge virtual ranges: there the cgroup / parent watchdog rule
         allowance = _vm_size_bytes() + job["limits"]["memory_bytes"]
@@ -125,24 +284,27 @@ def run(job, send, control_pipe, protections):
     if job["audit"]["enabled"]:
         sys.addaudithook(_AuditPolicy(job["audit"]["read_roots"], job["audit"]["write_root"]))
         protections["audit_hook"] = True
-    send(t="armed", protections=protections)  # last word before any candidate code runs
+    reporter.send(t="armed", protections=protections)  # last word before any candidate code runs
 
     module = _load_candidate(job["code_path"])
+    reporter.beat("imported")
     prm = dict(job["prm"])
     in_shape = (prm["batch"], *job["sample_shape"])
     out_shape = (job["classes"],)
     model = _build(module, in_shape, out_shape, prm, device, torch)
+    reporter.beat("built")
     _check_forward(model, val_x[:2].to(device), job["classes"], torch)
     n_params = sum(p.numel() for p in model.parameters())
     try:
         model.train_setup(prm)
     except Exception as err:
         raise _classified(err, "train_error", "train_setup() failed") from None
-    send(t="ready", params=int(n_params), device=str(device))
+    reporter.send(t="ready", params=int(n_params), device=str(device))
 
-    batches = Batches(train_x, train_y, prm["batch"], job["transform"]["hflip"], job["seed"], torch)
+    batches = Batches(train_x, train_y, prm["batch"], job["transform"]["hflip"], job["seed"], torch, reporter)
     loss_meter = LossMeter(batches, job["classes"], torch, F)
     model.register_forward_hook(loss_meter.hook)
+    completed = False
     for epoch in range(1, job["epochs"] + 1):
         loss_meter.reset()
         model.train()
@@ -153,43 +315,27 @@ def run(job, send, control_pipe, protections):
         loss = loss_meter.mean()
         if loss is not None and not math.isfinite(loss):
             raise CandidateError("nan", f"training loss became {loss} in epoch {epoch}")
-        predictions = _predict(model, val_x, device, job["classes"], torch)
-        send(t="epoch", epoch=epoch, train_loss=loss, pred=predictions)
-        if epoch < job["epochs"] and control_pipe.readline().strip() != "go":
+        predictions = _predict(model, val_x, device, job["classes"], torch, reporter)
+        reporter.send(t="epoch", epoch=epoch, train_loss=loss, pred=predictions)
+        if epoch == job["epochs"]:
+            completed = True
+        elif control_pipe.readline().strip() != "go":
             break
-    send(t="done")
+    if completed and data.get("test_x") is not None:  # the one final evaluation on the test split
+        reporter.send(t="test", pred=_predict(model, data["test_x"], device, job["classes"], torch, reporter))
+    reporter.send(t="done")
 
 
-def _pick_device(torch, wanted):
+def _pick_device(torch, wanted, memory_fraction=None):
     if wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise CandidateError("crashed", "device 'cuda' requested but CUDA is not available in the sandbox")
         device = torch.device("cuda")
-        torch.zeros(1, device=device).sum().item()  # initialise CUDA before the audit hook is in place
+        if memory_fraction:  # several candidates share one GPU: none may starve the others
+            torch.cuda.set_per_process_memory_fraction(memory_fraction)
+        torch.zeros(1, device=device).sum().item()  # initialise CUDA (here, never in the zygote) before the audit hook
         return device
     return torch.device("cpu")
-
-
-def _load_data(job, np, torch, F):
-    data, tf = job["data"], job["transform"]
-    train_x = torch.from_numpy(np.load(data["train_x"]))
-    train_y = torch.from_numpy(np.load(data["train_y"]).astype("int64"))
-    val_x = torch.from_numpy(np.load(data["val_x"]))
-    mean = torch.tensor(job["mean"]).view(1, -1, 1, 1)
-    std = torch.tensor(job["std"]).view(1, -1, 1, 1)
-
-    def prepare(images):
-        out = []
-        for start in range(0, len(images), 4096):
-            x = images[start:start + 4096].float().div_(255)
-            if tf["resize"] and tuple(x.shape[-2:]) != (tf["resize"], tf["resize"]):
-                x = F.interpolate(x, size=(tf["resize"], tf["resize"]), mode="bilinear", align_corners=False)
-            if tf["normalize"]:
-                x = (x - mean) / std
-            out.append(x)
-        return torch.cat(out)
-
-    return prepare(train_x), train_y, prepare(val_x)
 
 
 def _vm_size_bytes():
@@ -258,20 +404,21 @@ def _check_forward(model, sample, classes, torch):
                                         f"expected ({len(sample)}, {classes})")
 
 
-def _predict(model, val_x, device, classes, torch):
+def _predict(model, images, device, classes, torch, reporter):
     model.eval()
     predictions = []
     try:
         with torch.no_grad():
-            for start in range(0, len(val_x), 512):
-                out = model(val_x[start:start + 512].to(device))
+            for start in range(0, len(images), 512):
+                out = model(images[start:start + 512].to(device))
                 if isinstance(out, (tuple, list)):
                     out = out[0]
-                if tuple(out.shape) != (min(512, len(val_x) - start), classes):
+                if tuple(out.shape) != (min(512, len(images) - start), classes):
                     raise CandidateError("forward", f"forward() returned {tuple(out.shape)} during validation")
                 if not torch.isfinite(out).all():
                     raise CandidateError("nan", "the network produced NaN or infinite outputs")
                 predictions.extend(out.argmax(1).tolist())
+                reporter.beat("validate")
     except CandidateError:
         raise
     except Exception as err:
@@ -290,12 +437,13 @@ class Batches:
     """The training DataLoader handed to learn(): shuffled mini-batches of tensors, optional h-flip.
 
     Indexing whole tensors is ~50x faster than a TensorDataset + DataLoader on small images, and
-    the labels of the batch in flight are what the loss meter scores the forward pass against.
+    the labels of the batch in flight are what the loss meter scores the forward pass against. Every
+    batch handed out is a heartbeat for the parent's stall watchdog.
     """
 
-    def __init__(self, x, y, batch_size, hflip, seed, torch):
+    def __init__(self, x, y, batch_size, hflip, seed, torch, reporter):
         self.x, self.y, self.batch_size, self.hflip = x, y, batch_size, hflip
-        self.torch = torch
+        self.torch, self.reporter = torch, reporter
         self.generator = torch.Generator().manual_seed(seed)
         self.dataset = torch.utils.data.TensorDataset(x, y)
         self.current_labels = None
@@ -313,6 +461,7 @@ class Batches:
                 flip = torch.rand(len(idx), generator=self.generator) < 0.5
                 xb[flip] = xb[flip].flip(-1)
             self.current_labels = yb
+            self.reporter.beat("train")
             yield xb, yb
         self.current_labels = None
 
@@ -399,4 +548,4 @@ class _AuditPolicy:
 
 
 if __name__ == "__main__":
-    main()
+    zygote(int(sys.argv[1]), int(sys.argv[2]))

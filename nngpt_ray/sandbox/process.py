@@ -1,11 +1,18 @@
-"""The parent side of a sandboxed candidate: start the child confined, watch it, kill all of it.
+"""The parent side of a sandboxed candidate: a fork server per owner, one confined child per candidate,
+watched and killed as a whole.
 
-One `SandboxProcess` per candidate. It starts `child.py` in a new session and process group, with a
-scratch directory as cwd/HOME/TMPDIR, an environment holding nothing of the parent's (no tokens, no
-cloud keys), its own cgroup where the node allows one, and a private pipe for results. While it runs,
-the parent enforces the wall clock, the memory of the whole process tree and the size of the scratch
-directory; captured output is kept as a bounded tail. At the end every process that carries this
-candidate's marker is killed, including ones that left the process group with setsid().
+`ForkServer` starts `child.py` once per owner (a trainer) as a *zygote*: a confined interpreter (own
+session, an environment holding nothing of the parent's, `python -I`) that has imported torch and
+prepared the data, and that forks one child per candidate. So a candidate starts in milliseconds
+instead of paying for a fresh interpreter importing torch.
+
+`SandboxProcess` is one candidate: a scratch directory as cwd/HOME/TMPDIR, its own cgroup where the node
+allows one, private pipes for results and control, its output captured as a bounded tail. The child
+applies every other layer to itself right after the fork (see child.py). While it runs, the parent
+enforces the wall clock, a stall watchdog (no batch taken and no phase finished for `stall_s`), the
+memory of the whole process tree and the size of the scratch directory. At the end it kills the
+process group, the cgroup, every process carrying the candidate's marker, and every descendant of the
+zygote (which is a subreaper, so detached processes are re-parented to it and cannot hide).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import os
 import selectors
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -39,13 +47,18 @@ TORCH_ALLOWANCE_MB = 1536  # resident size of a process that imported torch (CUD
 _PASS_THROUGH_ENV = ("CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH", "NVIDIA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")
 
 
+class SandboxUnavailable(RuntimeError):
+    """The fork server could not be started or stopped answering."""
+
+
 @dataclass
 class ExitInfo:
     returncode: int | None
-    killed_for: str | None  # "timeout" | "memory" | "disk" | None
+    killed_for: str | None  # "timeout" | "stall" | "memory" | "disk" | "protocol" | None
     output_tail: str
     output_bytes: int
     cgroup_oom: bool = False
+    server_lost: bool = False  # the fork server died while the candidate ran
 
     @property
     def signal_name(self) -> str | None:
@@ -55,6 +68,130 @@ class ExitInfo:
         return None
 
 
+def base_environment(token: str, threads: int) -> dict[str, str]:
+    """The whole environment a sandboxed process gets: nothing of the parent's but the GPU selection."""
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "MALLOC_ARENA_MAX": "2", MARKER_VAR: token}
+    env.update({k: str(threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
+    env.update({k: os.environ[k] for k in _PASS_THROUGH_ENV if k in os.environ})
+    return env
+
+
+class ForkServer:
+    """One zygote per owner. Not thread-safe: an owner (a trainer) runs one candidate at a time."""
+
+    def __init__(self, owner: str = "nngpt", start_timeout_s: float = 180) -> None:
+        self.owner, self.start_timeout_s = owner, start_timeout_s
+        self.proc: subprocess.Popen | None = None
+        self.sock: socket.socket | None = None
+        self.pid = 0
+        self.exits: dict[int, int] = {}
+        self._tail: deque[bytes] = deque(maxlen=64)
+
+    def __enter__(self) -> ForkServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        """Start the zygote and wait until it has imported torch. Raises SandboxUnavailable."""
+        self.close()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        token = f"{owner_tag(self.owner)}-zygote-{uuid.uuid4().hex[:8]}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", "-B", "-X", "faulthandler", str(CHILD_SCRIPT), str(theirs.fileno()),
+             str(os.getpid())],
+            env=base_environment(token, 1), cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, pass_fds=(theirs.fileno(),), start_new_session=True, close_fds=True)
+        theirs.close()
+        self.sock, self.exits = ours, {}
+        threading.Thread(target=self._drain, args=(self.proc.stdout,), daemon=True).start()
+        ready = self._receive(self.start_timeout_s, until=lambda m: m.get("t") == "ready")
+        if ready is None:
+            tail = b"".join(self._tail).decode(errors="replace").strip()[-1500:]
+            self.close()
+            raise SandboxUnavailable(f"the sandbox fork server did not start{': ' + tail if tail else ''}")
+        self.pid = int(ready["pid"])
+
+    def spawn(self, job: dict, fds: list[int]) -> int:
+        """Fork a child for `job` with `fds` (result write end, control read end, output write end)."""
+        if not self.alive:
+            self.start()
+        assert self.sock is not None
+        job = dict(job, zygote_pid=self.pid)
+        try:
+            socket.send_fds(self.sock, [json.dumps({"job": job}).encode()], fds)
+        except OSError as err:
+            self.close()
+            raise SandboxUnavailable(f"the sandbox fork server stopped answering ({err.strerror})") from None
+        reply = self._receive(60, until=lambda m: m.get("t") in ("spawned", "error"))
+        if reply is None:
+            self.close()
+            raise SandboxUnavailable("the sandbox fork server stopped answering")
+        if reply["t"] == "error":
+            raise SandboxUnavailable(f"the sandbox could not prepare the data: {reply['error']}")
+        return int(reply["pid"])
+
+    def exit_code(self, pid: int, timeout: float = 0.0) -> int | None:
+        """The exit code of child `pid` once the zygote reaped it (negative: killed by that signal)."""
+        if pid not in self.exits:
+            self._receive(timeout, until=lambda m: m.get("t") == "exit" and m.get("pid") == pid)
+        return self.exits.get(pid)
+
+    def descendants(self) -> list[int]:
+        """Every process below the zygote: the candidate and whatever it left, detached or not."""
+        try:
+            return [p.pid for p in psutil.Process(self.pid).children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def close(self) -> None:
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.close()
+            self.sock = None
+        if self.proc is not None:
+            if self.pid:
+                cgroups.kill_until_gone(self.descendants)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=10)
+            self.proc, self.pid = None, 0
+
+    def _receive(self, timeout: float, until) -> dict | None:
+        """Read zygote messages (recording exits) until one satisfies `until`, the timeout, or EOF."""
+        deadline = time.monotonic() + timeout
+        while self.sock is not None:
+            remaining = deadline - time.monotonic()
+            self.sock.settimeout(max(0.0, remaining))
+            try:
+                data = self.sock.recv(1 << 16)
+            except (TimeoutError, BlockingIOError):
+                return None
+            except OSError:
+                data = b""
+            if not data:  # the zygote is gone
+                self.proc and self.proc.poll()
+                return None
+            message = json.loads(data)
+            if message.get("t") == "exit":
+                self.exits[int(message["pid"])] = int(message["code"])
+            if until(message):
+                return message
+            if remaining <= 0:
+                return None
+        return None
+
+    def _drain(self, stream) -> None:
+        while chunk := stream.read1(1 << 14):
+            self._tail.append(chunk)
+
+
 @dataclass
 class SandboxProcess:
     """A confined child process running one candidate. Use as a context manager."""
@@ -62,6 +199,7 @@ class SandboxProcess:
     job: dict
     code: str
     settings: SandboxConfig
+    server: ForkServer
     owner: str = "nngpt"  # who runs it (a trainer); `sweep(owner)` kills what a dead owner left behind
     read_roots: list[str] = field(default_factory=list)
     protections: dict = field(default_factory=dict)
@@ -81,18 +219,16 @@ class SandboxProcess:
         if s.use_cgroups:
             self.cgroup, cgroup_note = cgroups.create(self.token, s.max_processes + 16, memory_bytes)
         self.memory_limit_bytes = memory_bytes
-        result_r, result_w = os.pipe()
-        control_r, control_w = os.pipe()
+        threads = self.job.get("threads", 1)
         job = dict(self.job)
         job.update(
-            parent_pid=os.getpid(),
             code_path=str(self.scratch / "candidate.py"),
-            result_fd=result_w,
-            control_fd=control_r,
+            scratch=str(self.scratch),
+            env=base_environment(self.token, threads) | {"HOME": str(self.scratch), "TMPDIR": str(self.scratch)},
             cgroup_procs=self.cgroup.procs_files() if self.cgroup else [],
             isolate_network=s.isolate_network,
             limits={
-                "cpu_s": s.timeout_s * max(1, job.get("threads", 1)) + 30,
+                "cpu_s": s.timeout_s * max(1, threads) + 30,
                 "file_bytes": s.max_file_mb * 2**20,
                 "memory_bytes": s.memory_mb * 2**20,
                 "nofile": s.max_open_files,
@@ -102,38 +238,38 @@ class SandboxProcess:
                    "read_roots": [*self.read_roots, str(self.scratch), *_python_roots(), "/proc", "/sys",
                                   "/dev/null", "/dev/urandom", "/dev/shm", "/dev/nvidia", "/usr/lib", "/usr/share/zoneinfo"]},
         )
-        job_path = self.scratch / "job.json"
-        job_path.write_text(json.dumps(job))
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(self.scratch), "TMPDIR": str(self.scratch),
-               "LANG": "C.UTF-8", "MALLOC_ARENA_MAX": "2", MARKER_VAR: self.token}
-        threads = str(job.get("threads", 1))
-        env.update({k: threads for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
-        env.update({k: os.environ[k] for k in _PASS_THROUGH_ENV if k in os.environ})
-        self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-I", "-B", "-X", "faulthandler", str(CHILD_SCRIPT), str(job_path)],
-            cwd=self.scratch, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, pass_fds=(result_w, control_r), start_new_session=True, close_fds=True,
-        )
-        os.close(result_w)
-        os.close(control_r)
+        result_r, result_w = os.pipe()
+        control_r, control_w = os.pipe()
+        output_r, output_w = os.pipe()
         self._results = os.fdopen(result_r, "rb", buffering=0)
         self._control = os.fdopen(control_w, "w", buffering=1)
         self._tail: deque[bytes] = deque()
         self._tail_bytes = 0
         self._output_bytes = 0
-        self._reader = threading.Thread(target=self._drain_output, daemon=True)
-        self._reader.start()
         self.killed_for: str | None = None
         self.peak_rss = 0
+        self.pid = 0
+        self.started = time.monotonic()
+        self.last_progress = self.started
+        self.phase = "starting"
+        try:
+            self.pid = self.server.spawn(job, [result_w, control_r, output_w])
+        finally:
+            for fd in (result_w, control_r, output_w):
+                os.close(fd)
+            self._reader = threading.Thread(target=self._drain_output, args=(os.fdopen(output_r, "rb", buffering=0),),
+                                            daemon=True)
+            self._reader.start()
         self.protections.update(
-            process="own session and process group", environment="stripped (no inherited variables)",
-            scratch_dir=True, cgroup=cgroup_note, static_check=s.static_check, parent_watchdog=True,
+            process="own session and process group (forked from a per-trainer zygote)",
+            environment="stripped (no inherited variables)", scratch_dir=True, cgroup=cgroup_note,
+            static_check=s.static_check, parent_watchdog=True,
         )
         return self
 
     def __exit__(self, *exc) -> None:
-        self.kill_tree()
+        if self.pid:
+            self.kill_tree()
         with contextlib.suppress(OSError):
             self._results.close()
         with contextlib.suppress(OSError):
@@ -145,16 +281,21 @@ class SandboxProcess:
     # ------------------------------------------------------------ talking to the child
 
     def messages(self, deadline_s: float) -> Iterator[dict]:
-        """Messages from the child until it closes its pipe, exits or is killed by a watchdog."""
+        """Messages from the child until it closes its pipe, exits, or a watchdog kills it. Heartbeats
+        ({"t": "beat"}) are consumed here: they only feed the stall watchdog."""
         selector = selectors.DefaultSelector()
         selector.register(self._results, selectors.EVENT_READ)
         buffer = b""
         last_disk_check = 0.0
+        stall_s = self.settings.stall_s
         try:
             while True:
                 now = time.monotonic()
                 if now - self.started > deadline_s:
                     self._kill_for("timeout")
+                    return
+                if stall_s and now - self.last_progress > stall_s:
+                    self._kill_for("stall")
                     return
                 rss = self._tree_rss()
                 self.peak_rss = max(self.peak_rss, rss)
@@ -167,7 +308,9 @@ class SandboxProcess:
                         self._kill_for("disk")
                         return
                 if not selector.select(timeout=0.2):
-                    if self.proc.poll() is not None and not selector.select(timeout=0):
+                    if self.server.exit_code(self.pid) is not None and not selector.select(timeout=0):
+                        return
+                    if not self.server.alive:
                         return
                     continue
                 chunk = self._results.read(1 << 16)
@@ -183,7 +326,13 @@ class SandboxProcess:
                         message = json.loads(line)
                     except ValueError:
                         message = {"t": "garbage"}
-                    yield message if isinstance(message, dict) else {"t": "garbage"}
+                    if not isinstance(message, dict):
+                        message = {"t": "garbage"}
+                    self.last_progress = time.monotonic()
+                    if message.get("t") == "beat":
+                        self.phase = str(message.get("phase"))[:40]
+                        continue
+                    yield message
         finally:
             selector.close()
 
@@ -191,19 +340,21 @@ class SandboxProcess:
         with contextlib.suppress(OSError, ValueError):
             self._control.write(line + "\n")
             self._control.flush()
+        self.last_progress = time.monotonic()  # time the parent spent deciding is not the candidate's stall
 
     def finish(self, grace_s: float = 5.0) -> ExitInfo:
         """Wait briefly for a voluntary exit, then kill whatever is left; report how it ended."""
         with contextlib.suppress(OSError, ValueError):
             self._control.close()
-        try:
-            self.proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
+        code = self.server.exit_code(self.pid, timeout=grace_s)
+        if code is None and self.server.alive:
             self.killed_for = self.killed_for or "timeout"
+        lost = not self.server.alive
         self.kill_tree()
         self._reader.join(timeout=2)
         oom = bool(self.cgroup and self.cgroup.oom_killed())
-        return ExitInfo(self.proc.returncode, self.killed_for, self.output_tail(), self._output_bytes, oom)
+        return ExitInfo(self.server.exit_code(self.pid), self.killed_for, self.output_tail(), self._output_bytes, oom,
+                        server_lost=lost)
 
     def output_tail(self) -> str:
         return b"".join(self._tail).decode(errors="replace")
@@ -211,14 +362,16 @@ class SandboxProcess:
     # ------------------------------------------------------------ confinement
 
     def kill_tree(self) -> None:
-        """SIGKILL the process group, the cgroup, and every process carrying this candidate's marker."""
+        """SIGKILL the process group, the cgroup, every process carrying this candidate's marker, and
+        every descendant of the zygote; then wait (briefly) until the zygote has reaped the child."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            os.killpg(self.pid, signal.SIGKILL)
         if self.cgroup:
             self.cgroup.kill_all()
         _kill_marked(f"{MARKER_VAR}={self.token}\0".encode())
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=5)
+        cgroups.kill_until_gone(self.server.descendants)
+        if self.server.alive:
+            self.server.exit_code(self.pid, timeout=5)
 
     def _kill_for(self, reason: str) -> None:
         self.killed_for = reason
@@ -226,7 +379,7 @@ class SandboxProcess:
 
     def _tree_rss(self) -> int:
         try:
-            root = psutil.Process(self.proc.pid)
+            root = psutil.Process(self.pid)
             procs = [root, *root.children(recursive=True)]
         except psutil.Error:
             return 0
@@ -236,16 +389,15 @@ class SandboxProcess:
                 total += p.memory_info().rss
         return total
 
-    def _drain_output(self) -> None:
+    def _drain_output(self, stream) -> None:
         keep = self.settings.max_output_kb * 1024
-        stream = self.proc.stdout
-        assert stream is not None
-        while chunk := stream.read1(1 << 16):
-            self._output_bytes += len(chunk)
-            self._tail.append(chunk)
-            self._tail_bytes += len(chunk)
-            while self._tail_bytes - len(self._tail[0]) >= keep:
-                self._tail_bytes -= len(self._tail.popleft())
+        with stream:
+            while chunk := stream.read(1 << 16):
+                self._output_bytes += len(chunk)
+                self._tail.append(chunk)
+                self._tail_bytes += len(chunk)
+                while self._tail_bytes - len(self._tail[0]) >= keep:
+                    self._tail_bytes -= len(self._tail.popleft())
 
 
 def owner_tag(owner: str) -> str:
@@ -253,8 +405,9 @@ def owner_tag(owner: str) -> str:
 
 
 def sweep(owner: str) -> None:
-    """Kill every sandbox process (and cgroup) a previous incarnation of `owner` left behind: a trainer
-    that died mid-candidate cannot clean up after itself, so its restart does."""
+    """Kill every sandbox process (zygote, candidates, their descendants) and cgroup that a previous
+    incarnation of `owner` left behind: a trainer that died mid-candidate cannot clean up after itself,
+    so its restart does. Forked processes carry the zygote's start-up environment, marker included."""
     tag = owner_tag(owner)
     _kill_marked(f"{MARKER_VAR}={tag}-".encode())
     cgroups.remove_stale(f"nngpt-{tag}-")
