@@ -7,9 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from nngpt_ray.store import Store
-
-TABLES = ("candidates", "epochs", "attempts", "adapters", "cycles", "prompts")
+from nngpt_ray.store import TABLES, Store
 
 
 def export_parquet(store: Store, out_dir: Path) -> dict[str, int]:

@@ -29,10 +29,6 @@ class FailureKind(StrEnum):
     CRASHED = "crashed"  # the process died, exited without a result, or broke the protocol
 
 
-#: Failures that mean the candidate did train for at least one epoch (its accuracies are real).
-TRAINED_KINDS = frozenset({FailureKind.STOPPED_EARLY})
-
-
 class UserError(Exception):
     """Bad input from the user. `str(err)` is a complete, one-line, actionable message."""
 

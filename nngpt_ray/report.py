@@ -1,7 +1,13 @@
-"""Per-cycle summaries of a run: the JSON of `nngpt status --json` and the table people read."""
+"""Per-cycle summaries of a run: the JSON of `nngpt status --json` and the table people read.
+
+Every count comes from the store through the definitions in `outcomes`, so `nngpt status`, the live
+progress and the run's summary always agree. Accuracies are validation accuracies; the `tests` list
+holds the only test-split scores a run makes (its final networks, retrained once).
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from rich import box
@@ -9,19 +15,29 @@ from rich.table import Table
 
 from nngpt_ray.store import Store
 
-CYCLE_FIELDS = ("cycle", "generated", "valid", "unique", "trained", "best_accuracy", "mean_accuracy", "adapter")
+CYCLE_FIELDS = ("cycle", "generated", "valid", "unique", "duplicates", "near_duplicates", "trained",
+                "best_accuracy", "mean_accuracy", "adapter")
+_COUNTS = ("generated", "valid", "unique", "duplicates", "near_duplicates", "trained", "adapter")
 
 
-def status(store: Store) -> dict[str, Any]:
+def cycle_rows(stats: list[dict[str, Any]]) -> list[dict[str, Any]]:
     cycles = []
-    for row in store.cycle_stats():
+    for row in stats:
         item = {k: row[k] for k in CYCLE_FIELDS}
-        for k in ("generated", "valid", "unique", "trained", "adapter"):
+        for k in _COUNTS:
             item[k] = int(item[k] or 0)
         for k in ("best_accuracy", "mean_accuracy"):
             item[k] = round(item[k], 4) if item[k] is not None else None
         cycles.append(item)
-    return {"cycles": cycles, "totals": store.totals()}
+    return cycles
+
+
+def status(store: Store) -> dict[str, Any]:
+    splits = store.meta("splits")
+    tests = [{"candidate_id": t["candidate_id"], "split": t["split"], "test_accuracy": t["accuracy"],
+              "val_accuracy": t["val_accuracy"], "status": t["status"]} for t in store.tests()]
+    return {"cycles": cycle_rows(store.cycle_stats()), "totals": store.totals(), "tests": tests,
+            "splits": json.loads(splits) if splits else None}
 
 
 def status_table(summary: dict[str, Any], title: str = "nngpt-ray run") -> Table:
@@ -29,16 +45,25 @@ def status_table(summary: dict[str, Any], title: str = "nngpt-ray run") -> Table
     for name in ("cycle", "adapter", "generated", "valid", "valid%", "unique", "trained", "best", "mean"):
         table.add_column(name, justify="right", no_wrap=True)
     for c in summary["cycles"]:
-        rate = f"{100 * c['valid'] / c['generated']:.0f}" if c["generated"] else "-"
-        table.add_row(str(c["cycle"]), f"v{c['adapter']}", str(c["generated"]), str(c["valid"]), rate,
-                      str(c["unique"]), str(c["trained"]), _pct(c["best_accuracy"]), _pct(c["mean_accuracy"]))
+        table.add_row(str(c["cycle"]), f"v{c['adapter']}", str(c["generated"]), str(c["valid"]),
+                      _rate(c["valid"], c["generated"]), str(c["unique"]), str(c["trained"]),
+                      _pct(c["best_accuracy"]), _pct(c["mean_accuracy"]))
     t = summary["totals"]
-    table.add_section()
-    table.add_row("all", "", str(t["generated"]), str(t["valid"]),
-                  f"{100 * t['valid'] / t['generated']:.0f}" if t["generated"] else "-", str(t["unique"]),
-                  str(t["trained"]), "", "")
-    table.caption = f"best/mean: validation accuracy of the trained candidates; trained twice: {t['trained_twice']}"
+    if t:
+        table.add_section()
+        table.add_row("all", "", str(t["generated"]), str(t["valid"]), _rate(t["valid"], t["generated"]),
+                      str(t["unique"]), str(t["trained"]), "", "")
+    caption = [f"best/mean: validation accuracy of the trained candidates; trained twice: {t.get('trained_twice', 0)}"]
+    for test in summary.get("tests") or []:
+        if test["test_accuracy"] is not None:
+            caption.append(f"test split, {test['candidate_id']}: {_pct(test['test_accuracy'])} "
+                           f"(validation {_pct(test['val_accuracy'])})")
+    table.caption = "\n".join(caption)
     return table
+
+
+def _rate(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.0f}" if whole else "-"
 
 
 def _pct(value: float | None) -> str:

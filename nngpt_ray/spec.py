@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from nngpt_ray.failures import TRAINED_KINDS, FailureKind
+from nngpt_ray.failures import FailureKind
 from nngpt_ray.source import code_hash, short_hash
 
 #: Values used when a network declares a hyperparameter that the completion did not set.
@@ -97,7 +97,10 @@ class EpochResult(Record):
 
 
 class EvalResult(Record):
-    """What the harness measured. `failure` is None when every requested epoch completed."""
+    """What the harness measured. `failure` is None when every requested epoch completed.
+
+    Per-epoch accuracies are on the validation split (carved from the training split); `test_accuracy`
+    is set only by a final evaluation that asked for the test split."""
 
     candidate_id: str
     failure: FailureKind | None = None
@@ -106,14 +109,22 @@ class EvalResult(Record):
     params: int | None = None
     duration_s: float = 0.0
     protections: dict[str, Any] = {}
+    test_accuracy: float | None = None
 
     @property
     def status(self) -> Literal["ok", "failed"]:
         return "ok" if self.failure is None else "failed"
 
     @property
+    def final_status(self) -> str:
+        """The status a store records: "ok" or the failure kind."""
+        return "ok" if self.failure is None else self.failure.value
+
+    @property
     def trained(self) -> bool:
-        return bool(self.epochs) and (self.failure is None or self.failure in TRAINED_KINDS)
+        from nngpt_ray.outcomes import is_trained
+
+        return is_trained(self.final_status)
 
     @property
     def best_accuracy(self) -> float | None:
@@ -128,6 +139,7 @@ class EvalResult(Record):
             "error": self.error,
             "epochs": [e.model_dump() for e in self.epochs],
             "best_accuracy": self.best_accuracy,
+            "test_accuracy": self.test_accuracy,
             "params": self.params,
             "duration_s": round(self.duration_s, 3),
             "protections": self.protections,

@@ -1,9 +1,11 @@
 """The run's single source of truth: one SQLite file (WAL) behind a small API.
 
 Every write is idempotent by candidate id: adding a candidate twice keeps the first, the first final
-status wins, an epoch written again replaces itself. That is what lets a crashed trainer's candidate
-be re-run, or a killed driver be resumed, without losing or duplicating results. One process writes
-(the store actor in a run, or the CLI); readers open the file read-only.
+result wins, an epoch written again replaces itself. Finishing a candidate is one transaction by one
+party (`complete`): its epochs, its final status and its attempt's outcome land together or not at all,
+so a process killed at any moment leaves either a finished candidate (never trained again) or an open
+attempt (trained again on resume, once). One process writes (the store actor in a run, or the CLI);
+readers open the file read-only. What the counts mean is defined once, in `outcomes`.
 """
 
 from __future__ import annotations
@@ -16,16 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from nngpt_ray import outcomes
 from nngpt_ray.failures import FailureKind, StoreError
 from nngpt_ray.spec import CandidateSpec, EpochResult, EvalResult
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION = "nngpt-ray"
-# "Valid" means a working network: it parsed, met the contract, passed the safety check, and (once it
-# ran) could be built and mapped the input to (batch, classes). The last part is known only after the
-# sandbox tried, so a candidate that fails with `forward` is counted invalid from then on.
-INVALID_KINDS = (FailureKind.PARSE, FailureKind.SYNTAX, FailureKind.CONTRACT, FailureKind.UNSAFE, FailureKind.FORWARD)
-DUPLICATE_KINDS = (FailureKind.DUPLICATE, FailureKind.NEAR_DUPLICATE)
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -53,8 +51,25 @@ CREATE TABLE attempts (
 CREATE TABLE adapters (
     version INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, path TEXT NOT NULL, examples INTEGER,
     train_loss REAL, seconds REAL, created REAL NOT NULL, activated REAL);
-CREATE TABLE cycles (cycle INTEGER PRIMARY KEY, adapter INTEGER NOT NULL, started REAL NOT NULL, ended REAL);
+CREATE TABLE cycles (cycle INTEGER PRIMARY KEY, adapter INTEGER NOT NULL, started REAL NOT NULL, ended REAL)
 """
+
+# Each entry takes a store from version N to N+1. Applied in order when an older store is opened.
+_MIGRATIONS: dict[int, str] = {
+    1: """
+ALTER TABLE candidates ADD COLUMN method TEXT NOT NULL DEFAULT 'llm';
+ALTER TABLE adapters ADD COLUMN status TEXT;
+ALTER TABLE adapters ADD COLUMN reason TEXT;
+ALTER TABLE adapters ADD COLUMN gate TEXT;
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, cycle INTEGER, kind TEXT NOT NULL,
+    message TEXT NOT NULL, data TEXT);
+CREATE TABLE tests (
+    candidate_id TEXT NOT NULL, split TEXT NOT NULL, accuracy REAL, val_accuracy REAL, status TEXT NOT NULL,
+    error TEXT, seconds REAL, created REAL NOT NULL, PRIMARY KEY (candidate_id, split))
+""",
+}
+TABLES = ("candidates", "epochs", "attempts", "adapters", "cycles", "prompts", "events", "tests")
 
 
 class Store:
@@ -64,16 +79,9 @@ class Store:
         self.path = Path(path)
         if not create and not self.path.is_file():
             raise StoreError(f"{self.path} does not exist: not an nngpt-ray run store")
+        self.readonly = readonly
+        self.db = self._connect(readonly)
         try:
-            if readonly:
-                self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
-                                          check_same_thread=False, timeout=30)
-            else:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-                self.db.execute("PRAGMA journal_mode=WAL")
-                self.db.execute("PRAGMA synchronous=FULL")
-            self.db.row_factory = sqlite3.Row
             tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         except sqlite3.DatabaseError as err:
             raise StoreError(f"{self.path} is not an nngpt-ray run store ({err})") from None
@@ -83,10 +91,28 @@ class Store:
             raise StoreError(f"{self.path} is an SQLite file but not an nngpt-ray run store")
         self._check_version()
 
+    def _connect(self, readonly: bool) -> sqlite3.Connection:
+        try:
+            if readonly:
+                db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
+                                     check_same_thread=False, timeout=30)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"{self.path} is not an nngpt-ray run store ({err})") from None
+        db.row_factory = sqlite3.Row
+        return db
+
     def _create(self) -> None:
         with self.transaction():
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 self.db.execute(statement)
+            for version in sorted(_MIGRATIONS):
+                for statement in filter(str.strip, _MIGRATIONS[version].split(";")):
+                    self.db.execute(statement)
             self.db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", [
                 ("application", APPLICATION), ("schema_version", str(SCHEMA_VERSION)), ("created", str(time.time())),
             ])
@@ -96,9 +122,30 @@ class Store:
         if meta.get("application") != APPLICATION:
             raise StoreError(f"{self.path} is not an nngpt-ray run store (application={meta.get('application')!r})")
         version = int(meta.get("schema_version", "0"))
-        if version != SCHEMA_VERSION:
-            raise StoreError(f"{self.path} has store schema version {version}, this nngpt-ray reads version "
+        if version > SCHEMA_VERSION or version not in (SCHEMA_VERSION, *_MIGRATIONS):
+            raise StoreError(f"{self.path} has store schema version {version}, this nngpt-ray reads versions up to "
                              f"{SCHEMA_VERSION}; use the nngpt-ray release that wrote it")
+        if version < SCHEMA_VERSION:
+            self._migrate(version)
+
+    def _migrate(self, version: int) -> None:
+        """Bring an older store up to date (a reader too: opened writable for the moment it takes)."""
+        db = self._connect(readonly=False) if self.readonly else self.db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for v in range(version, SCHEMA_VERSION):
+                for statement in filter(str.strip, _MIGRATIONS[v].split(";")):
+                    db.execute(statement)
+            db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+            db.execute("COMMIT")
+        except sqlite3.DatabaseError as err:
+            with contextlib.suppress(sqlite3.DatabaseError):
+                db.execute("ROLLBACK")
+            raise StoreError(f"{self.path} has store schema version {version} and could not be upgraded to "
+                             f"{SCHEMA_VERSION} ({err})") from None
+        finally:
+            if db is not self.db:
+                db.close()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -130,22 +177,22 @@ class Store:
         self.db.execute("INSERT OR IGNORE INTO prompts (id, task, text, parents, created) VALUES (?, ?, ?, ?, ?)",
                         (prompt_id, task, json.dumps(payload), json.dumps(parents), time.time()))
 
-    def add_candidate(self, candidate_id: str, *, task: str, cycle: int | None = None, adapter: int = 0,
-                      prompt_id: str | None = None, attempt: int = 1, completion: str | None = None,
+    def add_candidate(self, candidate_id: str, *, task: str, method: str = "llm", cycle: int | None = None,
+                      adapter: int = 0, prompt_id: str | None = None, attempt: int = 1, completion: str | None = None,
                       spec: CandidateSpec | None = None, status: FailureKind | None = None,
                       error: str | None = None, similar_to: str | None = None,
                       similarity: float | None = None) -> bool:
         """Record a generated candidate. With a `status` it is final at once (invalid or duplicate);
         without, it is queued for training. Returns False if the id was already recorded."""
+        now = time.time()
         cur = self.db.execute(
-            "INSERT OR IGNORE INTO candidates (id, cycle, adapter, task, prompt_id, attempt, completion, code, "
+            "INSERT OR IGNORE INTO candidates (id, cycle, adapter, task, method, prompt_id, attempt, completion, code, "
             "code_hash, spec, stage, status, error, similar_to, similarity, created, finished) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (candidate_id, cycle, adapter, task, prompt_id, attempt, completion,
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (candidate_id, cycle, adapter, task, method, prompt_id, attempt, completion,
              spec.code if spec else None, spec.code_hash if spec else None,
              spec.model_dump_json() if spec else None, "finished" if status else "queued",
-             status.value if status else None, error, similar_to, similarity, time.time(),
-             time.time() if status else None))
+             status.value if status else None, error, similar_to, similarity, now, now if status else None))
         return cur.rowcount == 1
 
     def start_attempt(self, candidate_id: str, trainer: str) -> int:
@@ -157,36 +204,46 @@ class Store:
             db.execute("UPDATE candidates SET stage='running' WHERE id=? AND stage!='finished'", (candidate_id,))
         return int(row[0])
 
-    def end_attempt(self, candidate_id: str, attempt: int, outcome: str) -> None:
-        self.db.execute("UPDATE attempts SET ended=?, outcome=? WHERE candidate_id=? AND attempt=? AND ended IS NULL",
-                        (time.time(), outcome, candidate_id, attempt))
-
     def record_epoch(self, candidate_id: str, epoch: EpochResult) -> None:
-        self.db.execute(
+        """An epoch as it is measured (progress, visible before the candidate finishes)."""
+        self._write_epoch(self.db, candidate_id, epoch)
+
+    @staticmethod
+    def _write_epoch(db: sqlite3.Connection, candidate_id: str, epoch: EpochResult) -> None:
+        db.execute(
             "INSERT OR REPLACE INTO epochs (candidate_id, epoch, train_loss, val_accuracy, seconds, peak_memory_mb) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             (candidate_id, epoch.epoch, epoch.train_loss, epoch.val_accuracy, epoch.seconds, epoch.peak_memory_mb))
 
-    def finish(self, result: EvalResult) -> bool:
-        """Write a training result once: epochs, then the final status. False if it was already final."""
+    def complete(self, result: EvalResult, attempt: int | None = None, outcome: str = "completed") -> bool:
+        """Finish a candidate in one transaction: its epochs, its final status and (when it ran in an
+        attempt) that attempt's outcome. Returns False, changing no result, if it was already finished."""
+        cid = result.candidate_id
+        now = time.time()
         with self.transaction() as db:
-            stage = db.execute("SELECT stage FROM candidates WHERE id=?", (result.candidate_id,)).fetchone()
+            if attempt is not None:
+                db.execute("UPDATE attempts SET ended=?, outcome=? WHERE candidate_id=? AND attempt=? AND ended IS NULL",
+                           (now, outcome, cid, attempt))
+            stage = db.execute("SELECT stage FROM candidates WHERE id=?", (cid,)).fetchone()
             if stage is None or stage[0] == "finished":
                 return False
-            db.execute("DELETE FROM epochs WHERE candidate_id=? AND epoch>?", (result.candidate_id, len(result.epochs)))
+            db.execute("DELETE FROM epochs WHERE candidate_id=? AND epoch>?", (cid, len(result.epochs)))
             for epoch in result.epochs:
-                self.record_epoch(result.candidate_id, epoch)
+                self._write_epoch(db, cid, epoch)
             db.execute(
                 "UPDATE candidates SET stage='finished', status=?, error=?, best_accuracy=?, epochs_done=?, params=?, "
                 "duration_s=?, protections=?, finished=? WHERE id=?",
-                ("ok" if result.failure is None else result.failure.value, result.error, result.best_accuracy,
-                 len(result.epochs), result.params, result.duration_s, json.dumps(result.protections), time.time(),
-                 result.candidate_id))
+                (result.final_status, result.error, result.best_accuracy, len(result.epochs), result.params,
+                 result.duration_s, json.dumps(result.protections), now, cid))
         return True
 
-    def end_open_attempts(self, candidate_id: str, outcome: str) -> None:
-        self.db.execute("UPDATE attempts SET ended=?, outcome=? WHERE candidate_id=? AND ended IS NULL",
-                        (time.time(), outcome, candidate_id))
+    def abandon_attempts(self, candidate_id: str, outcome: str) -> None:
+        """The attempts still open on a candidate ended without a result (its trainer died or failed):
+        close them with `outcome`; an unfinished candidate goes back to the queue."""
+        with self.transaction() as db:
+            db.execute("UPDATE attempts SET ended=?, outcome=? WHERE candidate_id=? AND ended IS NULL",
+                       (time.time(), outcome, candidate_id))
+            db.execute("UPDATE candidates SET stage='queued' WHERE id=? AND stage='running'", (candidate_id,))
 
     def interrupt_open_attempts(self) -> int:
         """On resume: attempts still open belonged to the run that died; their candidates go back to the queue."""
@@ -195,16 +252,19 @@ class Store:
             db.execute("UPDATE candidates SET stage='queued' WHERE stage='running'")
         return n
 
-    def requeue(self, candidate_id: str) -> None:
-        self.db.execute("UPDATE candidates SET stage='queued' WHERE id=? AND stage='running'", (candidate_id,))
-
     def add_adapter(self, version: int, name: str, path: str, examples: int, train_loss: float | None,
                     seconds: float) -> None:
         self.db.execute("INSERT OR IGNORE INTO adapters (version, name, path, examples, train_loss, seconds, created) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?)", (version, name, path, examples, train_loss, seconds, time.time()))
 
+    def decide_adapter(self, version: int, status: str, reason: str, gate: dict | None = None) -> None:
+        """Record the activation gate's decision on a trained adapter ("staged" or "rejected")."""
+        self.db.execute("UPDATE adapters SET status=?, reason=?, gate=? WHERE version=?",
+                        (status, reason, json.dumps(gate) if gate is not None else None, version))
+
     def activate_adapter(self, version: int) -> None:
-        self.db.execute("UPDATE adapters SET activated=? WHERE version=? AND activated IS NULL", (time.time(), version))
+        self.db.execute("UPDATE adapters SET activated=?, status='active' WHERE version=? AND activated IS NULL",
+                        (time.time(), version))
 
     def start_cycle(self, cycle: int, adapter: int) -> None:
         self.db.execute("INSERT OR IGNORE INTO cycles (cycle, adapter, started) VALUES (?, ?, ?)",
@@ -212,6 +272,28 @@ class Store:
 
     def end_cycle(self, cycle: int) -> None:
         self.db.execute("UPDATE cycles SET ended=? WHERE cycle=? AND ended IS NULL", (time.time(), cycle))
+
+    def advance_cycle(self, ended: int, started: int, adapter: int) -> None:
+        """End one cycle and start the next (with `adapter`, activated here if it is new) in one transaction."""
+        with self.transaction() as db:
+            now = time.time()
+            db.execute("UPDATE cycles SET ended=? WHERE cycle=? AND ended IS NULL", (now, ended))
+            if adapter:
+                db.execute("UPDATE adapters SET activated=?, status='active' WHERE version=? AND activated IS NULL",
+                           (now, adapter))
+            db.execute("INSERT OR IGNORE INTO cycles (cycle, adapter, started) VALUES (?, ?, ?)", (started, adapter, now))
+
+    def add_event(self, kind: str, message: str, cycle: int | None = None, data: dict | None = None) -> None:
+        self.db.execute("INSERT INTO events (time, cycle, kind, message, data) VALUES (?, ?, ?, ?, ?)",
+                        (time.time(), cycle, kind, message, json.dumps(data) if data is not None else None))
+
+    def add_test(self, candidate_id: str, split: str, result: EvalResult) -> None:
+        """A final evaluation of a network on `split` (a retrain scored once on it)."""
+        self.db.execute(
+            "INSERT OR REPLACE INTO tests (candidate_id, split, accuracy, val_accuracy, status, error, seconds, created) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (candidate_id, split, result.test_accuracy, result.best_accuracy, result.final_status, result.error,
+             result.duration_s, time.time()))
 
     # ------------------------------------------------------------------ reads
 
@@ -239,35 +321,38 @@ class Store:
         return json.loads(row[0]) if row else None
 
     def finished_accuracies(self) -> list[tuple[str, float]]:
-        rows = self.db.execute("SELECT json_extract(spec, '$.dataset'), best_accuracy FROM candidates "
-                               "WHERE stage='finished' AND status='ok' AND best_accuracy IS NOT NULL").fetchall()
+        """(dataset, best validation accuracy) of every trained candidate: the predictor's memory."""
+        rows = self.db.execute(f"SELECT json_extract(spec, '$.dataset'), best_accuracy FROM candidates "
+                               f"WHERE stage='finished' AND {outcomes.sql_trained()} AND best_accuracy IS NOT NULL"
+                               ).fetchall()
         return [(r[0], r[1]) for r in rows]
 
     def accepted_since(self, threshold: float, since: float) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM candidates WHERE stage='finished' AND status IN "
-                               "('ok', 'stopped_early') AND best_accuracy >= ? AND finished > ?",
-                               (threshold, since)).fetchone()[0]
+        return self.db.execute(f"SELECT COUNT(*) FROM candidates WHERE stage='finished' AND "
+                               f"{outcomes.sql_accepted()} AND finished > ?", (threshold, since)).fetchone()[0]
 
     def unique_codes(self) -> list[tuple[str, str]]:
         """(candidate id, code) of every candidate dedup judged new, oldest first: dedup's memory.
         (Only candidates that passed the static checks carry code.)"""
+        duplicates = ", ".join(f"'{k.value}'" for k in sorted(outcomes.DUPLICATES))
         rows = self.db.execute(
-            "SELECT id, code FROM candidates WHERE code IS NOT NULL AND (status IS NULL OR status NOT IN (?, ?)) "
-            "ORDER BY created, id", [k.value for k in DUPLICATE_KINDS]).fetchall()
+            f"SELECT id, code FROM candidates WHERE code IS NOT NULL AND COALESCE(status, '') NOT IN ({duplicates}) "
+            "ORDER BY created, id").fetchall()
         return [(r[0], r[1]) for r in rows]
 
     def accepted(self, threshold: float, limit: int) -> list[dict[str, Any]]:
-        """The most recent trained candidates at or above `threshold`, newest first."""
+        """The most recent accepted candidates, newest first."""
         rows = self.db.execute(
-            "SELECT * FROM candidates WHERE stage='finished' AND status IN ('ok', 'stopped_early') "
-            "AND best_accuracy >= ? ORDER BY finished DESC LIMIT ?", (threshold, limit)).fetchall()
+            f"SELECT * FROM candidates WHERE stage='finished' AND {outcomes.sql_accepted()} "
+            "ORDER BY finished DESC LIMIT ?", (threshold, limit)).fetchall()
         return [dict(r) for r in rows]
 
     def best(self, dataset: str, limit: int) -> list[dict[str, Any]]:
-        """The best trained candidates on `dataset`: the corpus grows from these."""
+        """The best trained candidates on `dataset` by validation accuracy: the corpus grows from these."""
         rows = self.db.execute(
-            "SELECT * FROM candidates WHERE stage='finished' AND status='ok' AND best_accuracy IS NOT NULL "
-            "AND json_extract(spec, '$.dataset')=? ORDER BY best_accuracy DESC LIMIT ?", (dataset, limit)).fetchall()
+            f"SELECT * FROM candidates WHERE stage='finished' AND {outcomes.sql_trained()} AND best_accuracy IS NOT NULL "
+            "AND json_extract(spec, '$.dataset')=? ORDER BY best_accuracy DESC, finished LIMIT ?",
+            (dataset, limit)).fetchall()
         return [dict(r) for r in rows]
 
     def adapters(self) -> list[dict[str, Any]]:
@@ -276,18 +361,24 @@ class Store:
     def cycles(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.db.execute("SELECT * FROM cycles ORDER BY cycle")]
 
+    def events(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM events ORDER BY id")]
+
+    def tests(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM tests ORDER BY accuracy DESC")]
+
     def cycle_stats(self) -> list[dict[str, Any]]:
-        """Per cycle: generated, valid, unique, trained, best and mean accuracy, adapter version."""
-        invalid = ",".join(f"'{k.value}'" for k in INVALID_KINDS)
-        duplicate = ",".join(f"'{k.value}'" for k in DUPLICATE_KINDS)
+        """Per cycle: generated, valid, unique, sent to training, trained, best and mean accuracy, adapter."""
         rows = self.db.execute(f"""
             SELECT c.cycle AS cycle, COALESCE(y.adapter, MAX(c.adapter)) AS adapter, COUNT(*) AS generated,
-                   SUM(COALESCE(c.status, '') NOT IN ({invalid})) AS valid,
-                   SUM(COALESCE(c.status, '') NOT IN ({invalid}, {duplicate})) AS "unique",
-                   SUM(c.code IS NOT NULL AND COALESCE(c.status, '') NOT IN ({duplicate})) AS queued,
-                   SUM(c.epochs_done > 0 AND c.stage = 'finished') AS trained,
-                   MAX(CASE WHEN c.epochs_done > 0 THEN c.best_accuracy END) AS best_accuracy,
-                   AVG(CASE WHEN c.epochs_done > 0 AND c.stage = 'finished' THEN c.best_accuracy END) AS mean_accuracy
+                   SUM({outcomes.sql_valid('c.status')}) AS valid,
+                   SUM({outcomes.sql_unique('c.status')}) AS "unique",
+                   SUM(c.status = 'duplicate') AS duplicates,
+                   SUM(c.status = 'near_duplicate') AS near_duplicates,
+                   SUM(c.code IS NOT NULL AND {outcomes.sql_sent_to_training('c.status')}) AS queued,
+                   SUM({outcomes.sql_trained('c.status')}) AS trained,
+                   MAX(CASE WHEN {outcomes.sql_trained('c.status')} THEN c.best_accuracy END) AS best_accuracy,
+                   AVG(CASE WHEN {outcomes.sql_trained('c.status')} THEN c.best_accuracy END) AS mean_accuracy
             FROM candidates c LEFT JOIN cycles y ON y.cycle = c.cycle
             WHERE c.cycle IS NOT NULL GROUP BY c.cycle ORDER BY c.cycle""").fetchall()
         return [dict(r) for r in rows]
@@ -305,6 +396,6 @@ class Store:
             "SELECT * FROM attempts WHERE candidate_id=? ORDER BY attempt", (candidate_id,))]
 
     def table(self, name: str) -> list[dict[str, Any]]:
-        if name not in ("candidates", "epochs", "attempts", "adapters", "cycles", "prompts"):
+        if name not in TABLES:
             raise ValueError(name)
         return [dict(r) for r in self.db.execute(f"SELECT * FROM {name}")]

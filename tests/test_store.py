@@ -1,4 +1,4 @@
-"""The SQLite store: idempotent writes, integrity checks, Parquet export."""
+"""The SQLite store: one-transaction completion, idempotent writes, migrations, integrity checks, export."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def store(tmp_path):
     s.close()
 
 
-def test_writes_are_idempotent_by_candidate_id(store):
+def test_completion_is_one_transaction_and_the_first_result_wins(store):
     s = spec(1)
     assert store.add_candidate(s.id, task="fill", cycle=0, spec=s)
     assert not store.add_candidate(s.id, task="fill", cycle=0, spec=s)
@@ -42,44 +42,87 @@ def test_writes_are_idempotent_by_candidate_id(store):
     store.record_epoch(s.id, EpochResult(epoch=1, val_accuracy=0.5, seconds=1))
     store.record_epoch(s.id, EpochResult(epoch=1, val_accuracy=0.6, seconds=1))  # a re-run replaces, never adds
     assert [e.val_accuracy for e in store.epochs(s.id)] == [0.6]
-    assert store.finish(result(s, [0.6, 0.8]))
-    store.end_attempt(s.id, attempt, "completed")
-    assert not store.finish(result(s, [0.1]))  # the first final result wins
+    assert store.candidate(s.id)["stage"] == "running"
+    assert store.complete(result(s, [0.6, 0.8]), attempt)
     row = store.candidate(s.id)
-    assert row["stage"] == "finished" and row["status"] == "ok" and row["best_accuracy"] == 0.8
+    assert (row["stage"], row["status"], row["best_accuracy"], row["epochs_done"]) == ("finished", "ok", 0.8, 2)
+    assert [(a["attempt"], a["outcome"]) for a in store.attempts(s.id)] == [(1, "completed")]
+    assert not store.complete(result(s, [0.1]))  # the first final result wins
     assert [e.val_accuracy for e in store.epochs(s.id)] == [0.6, 0.8]
     assert store.totals()["trained_twice"] == 0
 
 
-def test_trained_twice_counts_completed_attempts(store):
+def test_a_failed_completion_changes_nothing(store):
     s = spec(2)
     store.add_candidate(s.id, task="fill", cycle=0, spec=s)
-    for _ in range(2):
-        store.end_attempt(s.id, store.start_attempt(s.id, "t"), "completed")
-    assert store.totals()["trained_twice"] == 1
+    attempt = store.start_attempt(s.id, "t")
+    broken = result(s, [0.5]).model_copy(update={"protections": {"x": object()}})  # not JSON: fails mid-transaction
+    with pytest.raises(TypeError):
+        store.complete(broken, attempt)
+    row = store.candidate(s.id)
+    assert row["stage"] == "running" and row["status"] is None and store.epochs(s.id) == []
+    assert store.attempts(s.id)[0]["ended"] is None  # the attempt's outcome rolled back with the rest
 
 
-def test_cycle_statistics(store):
+def test_abandoned_attempts_requeue_and_trained_twice_counts_completions(store):
+    s = spec(3)
+    store.add_candidate(s.id, task="fill", cycle=0, spec=s)
+    store.start_attempt(s.id, "t")
+    store.abandon_attempts(s.id, "trainer lost")
+    assert store.candidate(s.id)["stage"] == "queued" and [c.id for c in store.unfinished()] == [s.id]
+    store.complete(result(s, [0.5]), store.start_attempt(s.id, "t"))
+    assert [a["outcome"] for a in store.attempts(s.id)] == ["trainer lost", "completed"]
+    assert store.totals()["trained_twice"] == 0
+    store.complete(result(s, [0.9]), store.start_attempt(s.id, "t"))  # a second training is exposed, not hidden
+    assert store.totals()["trained_twice"] == 1 and store.candidate(s.id)["best_accuracy"] == 0.5
+
+
+def test_resume_interrupts_open_attempts(store):
+    a, b = spec(4), spec(5)
+    for s in (a, b):
+        store.add_candidate(s.id, task="fill", cycle=0, spec=s)
+    store.start_attempt(a.id, "t")
+    assert store.interrupt_open_attempts() == 1
+    assert store.attempts(a.id)[0]["outcome"] == "interrupted"
+    assert {c.id for c in store.unfinished()} == {a.id, b.id}
+
+
+def test_cycle_statistics_follow_the_outcome_definitions(store):
     store.start_cycle(0, 0)
-    good, bad, dup = spec(3), spec(4), spec(5)
+    good, bad, dup, stopped, died = spec(6), spec(7), spec(8), spec(9), spec(10)
     store.add_candidate("p1", task="fill", cycle=0, status=FailureKind.PARSE, error="no code")
-    for s in (good, bad):
+    for s in (good, bad, stopped, died):
         store.add_candidate(s.id, task="fill", cycle=0, spec=s)
     store.add_candidate(dup.id, task="fill", cycle=0, spec=dup, status=FailureKind.DUPLICATE, similar_to=good.id,
                         similarity=1.0)
-    store.finish(result(good, [0.7, 0.9]))
-    store.finish(result(bad, [], failure=FailureKind.FORWARD))
+    store.complete(result(good, [0.7, 0.9]))
+    store.complete(result(bad, [], failure=FailureKind.FORWARD))
+    store.complete(result(stopped, [0.3], failure=FailureKind.STOPPED_EARLY))
+    store.complete(result(died, [0.95], failure=FailureKind.TIMEOUT))  # an epoch, then a failure: not trained
     summary = status(store)
-    # `bad` parsed but could not be built: not a working network, so not valid (nor unique)
-    assert summary["cycles"] == [{"cycle": 0, "generated": 4, "valid": 2, "unique": 1, "trained": 1,
-                                  "best_accuracy": 0.9, "mean_accuracy": 0.9, "adapter": 0}]
-    assert summary["totals"] == {"generated": 4, "valid": 2, "unique": 1, "trained": 1, "trained_twice": 0}
-    assert [c for c, _ in store.unique_codes()] == [good.id, bad.id]
+    # `bad` parsed but could not be built: not a working network, so neither valid nor unique
+    assert summary["cycles"] == [{"cycle": 0, "generated": 6, "valid": 4, "unique": 3, "duplicates": 1,
+                                  "near_duplicates": 0, "trained": 2, "best_accuracy": 0.9, "mean_accuracy": 0.6,
+                                  "adapter": 0}]
+    assert summary["totals"] == {"generated": 6, "valid": 4, "unique": 3, "trained": 2, "trained_twice": 0}
+    assert store.cycle_stats()[0]["queued"] == 4  # sent to training: good, bad, stopped, died
+    assert [c for c, _ in store.unique_codes()] == [good.id, bad.id, stopped.id, died.id]
+    assert store.accepted(0.8, 10)[0]["id"] == good.id and len(store.accepted(0.2, 10)) == 2
 
 
-def test_wal_mode_and_readonly_reader(tmp_path, store):
+def test_cycle_advance_activates_the_adapter_in_the_same_transaction(store):
+    store.start_cycle(0, 0)
+    store.add_adapter(1, "run-v1", "/x", 4, 0.1, 1.0)
+    store.decide_adapter(1, "staged", "4 examples")
+    store.advance_cycle(0, 1, 1)
+    cycles, adapters = store.cycles(), store.adapters()
+    assert [(c["cycle"], c["adapter"], c["ended"] is not None) for c in cycles] == [(0, 0, True), (1, 1, False)]
+    assert adapters[0]["status"] == "active" and adapters[0]["activated"] is not None
+
+
+def test_wal_mode_and_readonly_reader(store):
     assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    s = spec(6)
+    s = spec(11)
     store.add_candidate(s.id, task="fill", spec=s)
     reader = Store(store.path, readonly=True)
     assert reader.candidate(s.id)["code"] == s.code
@@ -87,9 +130,24 @@ def test_wal_mode_and_readonly_reader(tmp_path, store):
         reader.add_candidate("x", task="fill")
 
 
-def test_schema_version_mismatch_is_a_clear_error(store):
+def test_a_version_1_store_is_migrated_on_open(tmp_path):
+    from nngpt_ray.store import _SCHEMA
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(_SCHEMA + ";")
+    db.executemany("INSERT INTO meta VALUES (?, ?)", [("application", "nngpt-ray"), ("schema_version", "1")])
+    db.execute("INSERT INTO candidates (id, task, stage, status, created) VALUES ('a', 'fill', 'finished', 'ok', 0)")
+    db.commit()
+    db.close()
+    reader = Store(path, readonly=True)  # a reader of an old run upgrades it too
+    assert reader.meta("schema_version") == "2" and reader.candidate("a")["method"] == "llm"
+    assert reader.events() == [] and reader.tests() == []
+
+
+def test_schema_version_from_the_future_is_a_clear_error(store):
     store.set_meta("schema_version", "99")
-    with pytest.raises(StoreError, match="schema version 99.*reads version 1"):
+    with pytest.raises(StoreError, match="schema version 99.*reads versions up to 2"):
         Store(store.path)
 
 
@@ -120,11 +178,12 @@ def test_cli_on_bad_run_directories(tmp_path):
 
 
 def test_parquet_export(tmp_path, store):
-    s = spec(7, cycle=0)
+    s = spec(12, cycle=0)
     store.add_candidate(s.id, task="fill", cycle=0, spec=s)
-    store.finish(result(s, [0.5, 0.75]))
+    store.complete(result(s, [0.5, 0.75]))
+    store.add_event("event", "hello", 0)
     counts = export_parquet(store, tmp_path / "export")
-    assert counts["candidates"] == 1 and counts["epochs"] == 2 and counts["adapters"] == 0
+    assert counts["candidates"] == 1 and counts["epochs"] == 2 and counts["adapters"] == 0 and counts["events"] == 1
     table = pq.read_table(tmp_path / "export" / "epochs.parquet").to_pylist()
     assert [r["val_accuracy"] for r in sorted(table, key=lambda r: r["epoch"])] == [0.5, 0.75]
 
@@ -132,12 +191,12 @@ def test_parquet_export(tmp_path, store):
 def test_status_and_export_commands(tmp_path):
     run = RunDir(tmp_path / "run").create()
     store = Store(run.store, create=True)
-    s = spec(8, cycle=0)
+    s = spec(13, cycle=0)
     store.add_candidate(s.id, task="fill", cycle=0, spec=s)
-    store.finish(result(s, [0.6]))
+    store.complete(result(s, [0.6]))
     store.close()
     proc = run_cli("status", str(run.root), "--json")
     assert proc.returncode == 0
-    assert '"trained_twice": 0' in proc.stdout
+    assert '"trained_twice": 0' in proc.stdout and '"trained": 1' in proc.stdout
     proc = run_cli("export", str(run.root))
     assert proc.returncode == 0 and (run.root / "export" / "candidates.parquet").exists()
