@@ -1,4 +1,7 @@
-"""The single writer of a run's SQLite store. Pinned to the driver's node, where the run directory is."""
+"""The single writer of a run's SQLite store: the `Store` class itself as a Ray actor, so calls are typed
+(`store.complete.remote(result, attempt)`). Pinned to the driver's node by the launcher, where the run
+directory is (SQLite must not be written over NFS). Every write is idempotent, so Ray may retry one
+after a restart."""
 
 from __future__ import annotations
 
@@ -6,12 +9,4 @@ import ray
 
 from nngpt_ray.store import Store
 
-
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
-class StoreActor:
-    def __init__(self, path: str, create: bool = False) -> None:
-        self.store = Store(path, create=create)
-
-    def call(self, method: str, *args, **kwargs):
-        """Run one Store method. Every write is idempotent, so Ray may retry it after a restart."""
-        return getattr(self.store, method)(*args, **kwargs)
+StoreActor = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(Store)

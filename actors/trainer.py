@@ -1,56 +1,66 @@
-"""A trainer actor: runs one candidate at a time through the sandboxed harness.
+"""A trainer actor: one candidate at a time through the sandboxed harness (`nngpt_ray.trainer.Trainer`).
 
-Per epoch it writes the result to the store and asks the predictor whether to go on. It holds no
-state worth saving: if it dies mid-candidate the controller re-queues the candidate, and the store
-keeps the first final result only.
+Per epoch it records the result in the store and asks the predictor whether to go on; at the end it
+finishes the candidate in one store transaction (epochs, status, the attempt's outcome) and only then
+returns. It holds no state worth saving: if it dies mid-candidate, the candidate's attempt stays open
+and the controller (or a resume) trains it again, once.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import ray
 
-from nngpt_ray import datasets
+from nngpt_ray import faults
+from nngpt_ray.actors import actor_name
 from nngpt_ray.config import Config
-from nngpt_ray.harness import evaluate
 from nngpt_ray.predictor import PredictorInput
-from nngpt_ray.sandbox.process import sweep
-from nngpt_ray.spec import CandidateSpec, EvalResult
+from nngpt_ray.spec import CandidateSpec, EpochResult, EvalResult
+from nngpt_ray.trainer import Trainer
+
+
+@dataclass(frozen=True)
+class Completion:
+    result: EvalResult
+    recorded: bool  # False: the store already held a final result for this candidate (this one was dropped)
 
 
 @ray.remote(max_restarts=-1)
 class TrainerActor:
-    def __init__(self, cfg: dict, name: str, store: str, predictor: str) -> None:
-        """`store` and `predictor` are actor names: looked up, not captured, so restarts of either are seen."""
-        self.cfg, self.name = Config.model_validate(cfg), name
-        self.store, self.predictor = ray.get_actor(store), ray.get_actor(predictor)
-        self.owner = f"{name}@{store}"  # unique per trainer and run
-        sweep(self.owner)  # what a previous incarnation of this trainer left running, if it crashed
-        self.data: dict[str, datasets.PreparedData] = {}
+    def __init__(self, cfg: dict, name: str, run: str) -> None:
+        """The store and predictor are looked up by name (handles passed to a restartable actor's constructor
+        could not be restored with it, ray-project/ray#53727); the handles survive their restarts."""
+        config = Config.model_validate(cfg)
+        share = config.trainers.num_gpus
+        self.name = name
+        self.store, self.predictor = ray.get_actor(actor_name("store", run)), ray.get_actor(actor_name("predictor", run))
+        self.core = Trainer(config, owner=f"{name}@{run}", gpu_memory_fraction=share if 0 < share < 1 else None)
 
-    def _data(self, dataset: str) -> datasets.PreparedData:
-        if dataset not in self.data:
-            d = self.cfg.data
-            self.data[dataset] = datasets.prepare(dataset, d.data_dir, d.download, max_train=d.max_train)
-        return self.data[dataset]
+    def train(self, spec: CandidateSpec) -> Completion:
+        faults.point("trainer.train")
+        attempt = ray.get(self.store.start_attempt.remote(spec.id, self.name))
+        faults.point("trainer.attempt_started")
+        classes = self.core.dataset(spec.dataset).info.classes
+        seen: list[EpochResult] = []
 
-    def train(self, spec: CandidateSpec) -> EvalResult:
-        data = self._data(spec.dataset)
-        attempt = ray.get(self.store.call.remote("start_attempt", spec.id, self.name))
-        seen = []
-
-        def on_epoch(epoch) -> bool:
+        def on_epoch(epoch: EpochResult) -> bool:
             seen.append(epoch)
-            ray.get(self.store.call.remote("record_epoch", spec.id, epoch))
+            ray.get(self.store.record_epoch.remote(spec.id, epoch))
+            faults.point("trainer.epoch_recorded")
             x = PredictorInput(code=spec.code, hyperparameters=spec.hyperparameters.as_prm(), dataset=spec.dataset,
-                               classes=data.info.classes, epochs=list(seen), total_epochs=spec.hyperparameters.epochs)
+                               classes=classes, epochs=list(seen), total_epochs=spec.hyperparameters.epochs)
             return ray.get(self.predictor.decide.remote(x)).go
 
-        result = evaluate(spec, data, self.cfg.sandbox, device=self.cfg.train.device, threads=self.cfg.train.threads,
-                          seed=self.cfg.run.seed, on_epoch=on_epoch, owner=self.owner)
-        ray.get(self.store.call.remote("end_attempt", spec.id, attempt, "completed"))
-        return result
+        result = self.core.train(spec, on_epoch)
+        recorded = ray.get(self.store.complete.remote(result, attempt))
+        faults.point("trainer.completed")
+        return Completion(result, recorded)
+
+    def final_test(self, spec: CandidateSpec) -> EvalResult:
+        """Retrain `spec` (no gate, no attempt) and score the test split once."""
+        return self.core.train(spec, test=True)
 
     def pid(self) -> int:
         return os.getpid()

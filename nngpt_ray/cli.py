@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ out_console = Console(highlight=False)
 
 
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop request is a Ctrl-C, from the first moment
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
@@ -29,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("nngpt: interrupted")
         return 130
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     run.add_argument("--cycles", type=int, help="adapter versions to generate with (loop.cycles)")
     run.add_argument("--candidates", type=int, help="stop after this many generated candidates")
-    run.add_argument("--minutes", type=float, help="stop generating after this many minutes")
+    run.add_argument("--minutes", type=float, help="end the run after this many minutes (generation in flight is "
+                                                   "cancelled; candidates already training finish)")
     run.set_defaults(handler=_cmd_run)
 
     ev = sub.add_parser("eval", help="train one network file in the sandbox and report what was measured")
@@ -60,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch", type=int)
     ev.add_argument("--resize", type=int, help="square resize of the input images")
     ev.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE", help="another hyperparameter")
+    ev.add_argument("--test", action="store_true", help="also score the test split once, after the last epoch")
     ev.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     ev.set_defaults(handler=_cmd_eval)
 
@@ -84,73 +92,32 @@ def _parser() -> argparse.ArgumentParser:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from nngpt_ray import datasets
+    from nngpt_ray.api import network_spec
     from nngpt_ray.config import load_config
     from nngpt_ray.harness import evaluate
-    from nngpt_ray.spec import CandidateSpec
 
     cfg = load_config(args.config, args.set)
-    path = Path(args.file)
-    try:
-        code = path.read_text()
-    except (OSError, UnicodeDecodeError) as err:
-        raise CandidateFileError(f"cannot read network file {path}: {getattr(err, 'strerror', None) or err}") from None
-    dataset = args.dataset or cfg.data.dataset
-    datasets.dataset_info(dataset)
-    epochs = cfg.train.epochs if args.epochs is None else args.epochs
-    if epochs < 1:
-        raise UserError("--epochs must be at least 1")
-    spec = CandidateSpec(code=code, dataset=dataset, hyperparameters=_eval_hyperparameters(args, code, epochs),
-                         transform=_transform(cfg, args.resize))
-    data = datasets.prepare(dataset, cfg.data.data_dir, cfg.data.download, max_train=cfg.data.max_train)
-
-    progress = _EpochProgress(epochs, enabled=True)
-    with progress:
-        result = evaluate(spec, data, cfg.sandbox, epochs=epochs, device=cfg.train.device,
-                          threads=cfg.train.threads, seed=cfg.run.seed, on_epoch=progress.epoch_done)
-    if args.json:
-        print(json.dumps(result.summary()))
-    else:
-        _print_result(result)
-    return 0
-
-
-def _eval_hyperparameters(args: argparse.Namespace, code: str, epochs: int):
-    import ast
-
-    from nngpt_ray.contract import check_contract
-    from nngpt_ray.corpus import hyperparameters_comment
-    from nngpt_ray.spec import DEFAULT_HYPERPARAMETERS, Hyperparameters
-
-    values: dict = {"lr": DEFAULT_HYPERPARAMETERS["lr"], "momentum": DEFAULT_HYPERPARAMETERS["momentum"]}
-    try:
-        declared = check_contract(ast.parse(code)).declared or set()
-    except SyntaxError:
-        declared = set()
-    values.update({k: DEFAULT_HYPERPARAMETERS[k] for k in declared if k in DEFAULT_HYPERPARAMETERS})
-    values.update(hyperparameters_comment(code))
-    for name in ("lr", "momentum", "batch"):
-        if getattr(args, name) is not None:
-            values[name] = getattr(args, name)
+    if args.resize is not None:
+        cfg.data.resize = args.resize
+    values: dict = {name: getattr(args, name) for name in ("lr", "momentum", "batch") if getattr(args, name) is not None}
     for item in args.hp:
-        key, sep, value = item.partition("=")
+        key, _, value = item.partition("=")
         try:
             values[key.strip()] = float(value)
         except ValueError:
             raise UserError(f"--hp {item!r} must look like NAME=NUMBER") from None
-    values["epochs"] = epochs
-    from pydantic import ValidationError
-
-    from nngpt_ray.config import describe_validation_error
-    try:
-        return Hyperparameters(**values)
-    except ValidationError as err:
-        raise UserError(f"bad hyperparameters: {describe_validation_error(err, Hyperparameters)}") from None
-
-
-def _transform(cfg, resize: int | None):
-    from nngpt_ray.spec import Transform
-
-    return Transform(resize=resize or cfg.data.resize, normalize=cfg.data.normalize, hflip=cfg.data.hflip)
+    spec = network_spec(args.file, dataset=args.dataset, epochs=args.epochs, hyperparameters=values, config=cfg)
+    data = datasets.from_config(cfg.data, spec.dataset)
+    epochs = spec.hyperparameters.epochs
+    with _EpochProgress(epochs, enabled=True) as progress:
+        result = evaluate(spec, data, cfg.sandbox, epochs=epochs, device=cfg.train.device, threads=cfg.train.threads,
+                          seed=cfg.run.seed, on_epoch=progress.epoch_done, test=args.test)
+    splits = data.splits()
+    if args.json:
+        print(json.dumps(result.summary() | {"dataset": spec.dataset, "splits": splits}))
+    else:
+        _print_result(result, splits)
+    return 0
 
 
 class _EpochProgress:
@@ -183,12 +150,15 @@ class _EpochProgress:
         return True
 
 
-def _print_result(result) -> None:
+def _print_result(result, splits: dict) -> None:
     from rich.table import Table
 
     if result.failure is None:
         out_console.print(f"[bold green]ok[/]: best validation accuracy {100 * result.best_accuracy:.2f}% "
                           f"({result.params} parameters, {result.duration_s:.1f} s)")
+        if result.test_accuracy is not None:
+            out_console.print(f"test accuracy after the last epoch: {100 * result.test_accuracy:.2f}% "
+                              f"({splits['test']} images, {splits['test_source']})")
     else:
         out_console.print(f"[bold red]failed[/]: {result.failure.value}")
         out_console.print(result.error or "", markup=False)
@@ -200,6 +170,7 @@ def _print_result(result) -> None:
             table.add_row(str(e.epoch), "-" if e.train_loss is None else f"{e.train_loss:.4f}",
                           f"{100 * e.val_accuracy:.2f}%", f"{e.seconds:.2f}", f"{e.peak_memory_mb or 0:.0f}")
         out_console.print(table)
+        out_console.print(f"validation: {splits['validation']} images, {splits['validation_source']}", style="dim")
 
 
 # ---------------------------------------------------------------- status / export
@@ -235,9 +206,35 @@ def _cmd_export(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- run / bootstrap
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from nngpt_ray.run import run_from_cli
+    from nngpt_ray.actors.driver import execute
+    from nngpt_ray.api import prepare_run
+    from nngpt_ray.progress import Progress
+    from nngpt_ray.report import status_table
 
-    return run_from_cli(args)
+    overrides = list(args.set)
+    for flag, key in (("cycles", "loop.cycles"), ("candidates", "loop.max_candidates"), ("minutes", "loop.max_minutes"),
+                      ("out", "run.out_dir"), ("name", "run.name")):
+        if getattr(args, flag) is not None:
+            overrides.append(f"{key}={getattr(args, flag)}")
+    cfg, run = prepare_run(args.config, overrides, args.resume)
+    with Progress(err_console) as progress:
+        outcome = execute(cfg, run, on_tick=progress.update, console=err_console)
+    summary = outcome.summary
+    err_console.print(status_table(summary, title=f"{run.root}"))
+    info = summary["run"]
+    err_console.print(f"wall {info.get('wall_seconds', 0):.0f} s; adapters applied: {info.get('adapters_applied', 0)}; "
+                      f"trainer busy fraction: {info.get('trainer_busy_fraction')}")
+    if outcome.ended == "failed":
+        print(f"nngpt: error: {outcome.error}", file=sys.stderr)
+        err_console.print(f"recorded results are kept: continue with  nngpt run --resume {run.root}")
+        return 1
+    if outcome.ended == "interrupted":
+        err_console.print(f"interrupted: continue with  nngpt run --resume {run.root}")
+        return 130
+    if outcome.ended == "deadline":
+        err_console.print(f"stopped at the deadline; queued candidates are kept: nngpt run --resume {run.root}")
+    err_console.print(f"results: {run.root}  (nngpt status {run.root}; nngpt export {run.root})")
+    return 0
 
 
 def _cmd_bootstrap(args: argparse.Namespace) -> int:

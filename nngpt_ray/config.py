@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nngpt_ray.failures import ConfigError
 
@@ -20,13 +20,24 @@ Device = Literal["auto", "cpu", "cuda"]
 
 
 class Section(BaseModel):
+    """A config section. Every `Path` field is user-expanded (`~`) when it is set."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @model_validator(mode="after")
+    def _expand_user(self) -> Section:
+        for name, value in self:
+            if isinstance(value, Path) and str(value).startswith("~"):
+                object.__setattr__(self, name, value.expanduser())
+        return self
 
 
 class RunConfig(Section):
     out_dir: Path = Path("runs")
     name: str | None = Field(None, description="run directory name; default: a timestamp")
     seed: int = 0
+    final_test: int = Field(3, ge=0, description="at the end of a run, retrain this many best networks (by "
+                                                 "validation accuracy) once and score them on the test split")
 
 
 class DataConfig(Section):
@@ -37,6 +48,8 @@ class DataConfig(Section):
     normalize: bool = True
     hflip: bool = False
     max_train: int | None = Field(None, ge=10, description="use only this many training images (quick runs)")
+    val_fraction: float | None = Field(None, gt=0, lt=1, description="share of the training split held out for "
+                                                                      "validation; None: the dataset's default")
 
 
 class TrainConfig(Section):
@@ -47,6 +60,8 @@ class TrainConfig(Section):
 
 class SandboxConfig(Section):
     timeout_s: float = Field(300, gt=0, description="wall-clock limit per candidate, start-up included")
+    stall_s: float = Field(60, ge=0, description="kill a candidate that takes no new batch and finishes no phase "
+                                                 "for this long (0: off)")
     memory_mb: int = Field(2048, ge=64, description="memory the candidate may use on top of torch itself")
     max_processes: int = Field(64, ge=1, description="processes and threads the candidate may start")
     max_open_files: int = Field(256, ge=16)
@@ -61,7 +76,7 @@ class SandboxConfig(Section):
 
 
 class LLMConfig(Section):
-    model: str | None = Field(None, description="HF model id or local directory; None = embedded default")
+    model: str | None = Field(None, description="HF model id or local directory (`~` expanded); None = embedded default")
     gguf_file: str | None = Field(None, description="file name of a GGUF checkpoint inside `model`")
     engine: Literal["transformers", "vllm"] = "transformers"
     device: Device = "auto"
@@ -77,6 +92,15 @@ class LLMConfig(Section):
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0)
     max_lora_rank: int = Field(16, ge=1, description="vLLM: largest LoRA rank it must accept")
+
+    @field_validator("model")
+    @classmethod
+    def _expand_model_path(cls, value: str | None) -> str | None:
+        return str(Path(value).expanduser()) if value and value.startswith("~") else value
+
+    def is_local(self) -> bool:
+        """`model` names a path on this machine, not a Hugging Face id."""
+        return bool(self.model) and (self.model.startswith(("/", "./", "../")) or Path(self.model).exists())
 
 
 class TaskConfig(Section):
@@ -125,6 +149,7 @@ class PredictorConfig(Section):
 
 class LearnerConfig(Section):
     every_k: int = Field(8, ge=1, description="accepted results between two LoRA updates")
+    max_failures: int = Field(3, ge=1, description="failed updates in a row before learning is turned off")
     accept_threshold: float = Field(0.8, ge=0, le=1, description="best accuracy an accepted result needs")
     max_examples: int = Field(96, ge=1, description="most recent accepted examples used per update")
     epochs: int = Field(4, ge=1)
@@ -173,6 +198,16 @@ class Config(Section):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
+    def preflight(self) -> None:
+        """Checks that need the file system, done before anything starts. Raises ConfigError."""
+        llm = self.llm
+        if llm.is_local():
+            model = Path(llm.model)
+            if not model.exists():
+                raise ConfigError(f"llm.model: {model} does not exist")
+            if llm.gguf_file and not (model / llm.gguf_file).is_file():
+                raise ConfigError(f"llm.gguf_file: {model / llm.gguf_file} does not exist")
+
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Read YAML (or the defaults), apply `key.sub=value` overrides, validate. Raises ConfigError."""
@@ -193,6 +228,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     for item in overrides or []:
         _apply_override(raw, item)
     return validate_config(raw, source)
+
+
+def with_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """`cfg` with `section.key=value` overrides applied and validated. Raises ConfigError."""
+    raw = cfg.model_dump(mode="json")
+    for item in overrides:
+        _apply_override(raw, item)
+    return validate_config(raw, "overrides")
 
 
 def validate_config(raw: dict[str, Any], source: str = "config") -> Config:

@@ -4,10 +4,18 @@ Requests carry prompt payloads (raw text or chat messages) and the adapter they 
 renders prompts with its own tokenizer and loads an adapter version the first time it sees it. So a
 new adapter is live as soon as a request names it, and a replica that Serve restarts comes back
 serving whatever adapter the next request asks for. No restart, no shared mutable state.
+
+A replica whose model cannot be loaded does not crash (Serve would retry it several times and then
+report a traceback): it keeps the loader's one-line message, answers `status()` with it, and the
+launcher ends the run at once with that message. A request whose caller cancels it (a deadline, Ctrl-C)
+stops the engine between tokens instead of running to the end.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import threading
 import time
 from typing import Any
 
@@ -18,26 +26,45 @@ from nngpt_ray.serve.engines import Adapter, Sampling, make_engine
 DEPLOYMENT = "llm"
 
 
-@serve.deployment(name=DEPLOYMENT, max_ongoing_requests=2, health_check_period_s=10)
+@serve.deployment(name=DEPLOYMENT, max_ongoing_requests=4, health_check_period_s=10)
 class LLMServer:
     def __init__(self, engine: str, options: dict[str, Any]) -> None:
-        self.engine = make_engine(engine, **options)
-        self.started = time.time()
+        from nngpt_ray.failures import UserError
 
-    def generate(self, payloads: list[dict], sampling: dict, adapter: dict | None) -> list[str]:
+        self.started = time.time()
+        self.engine, self.error = None, None
+        try:
+            self.engine = make_engine(engine, **options)
+        except UserError as err:
+            self.error = " ".join(str(err).split())
+        except Exception as err:  # any loader failure is reported, never crash-looped
+            self.error = f"cannot start the {engine} engine: {type(err).__name__}: {' '.join(str(err).split())[:400]}"
+
+    def status(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "error": self.error, "started": self.started,
+                "adapters": self.engine.loaded_adapters() if self.engine else []}
+
+    async def generate(self, payloads: list[dict], sampling: dict, adapter: dict | None) -> list[str]:
+        if self.engine is None:
+            raise RuntimeError(self.error)
+        cancel = threading.Event()
+        try:
+            return await asyncio.to_thread(self._generate, payloads, sampling, adapter, cancel)
+        except asyncio.CancelledError:
+            cancel.set()
+            raise
+
+    def _generate(self, payloads, sampling, adapter, cancel) -> list[str]:
         from nngpt_ray.llm import render
 
         prompts = [render(p, self.engine.tokenizer) for p in payloads]
-        return self.engine.generate(prompts, Sampling(**sampling), Adapter(**adapter) if adapter else None)
+        return self.engine.generate(prompts, Sampling(**sampling), Adapter(**adapter) if adapter else None, cancel)
 
-    def load_adapter(self, adapter: dict) -> list[str]:
-        self.engine.load_adapter(Adapter(**adapter))
+    async def load_adapter(self, adapter: dict) -> list[str]:
+        if self.engine is None:
+            raise RuntimeError(self.error)
+        await asyncio.to_thread(self.engine.load_adapter, Adapter(**adapter))
         return self.engine.loaded_adapters()
-
-    def info(self) -> dict[str, Any]:
-        import os
-
-        return {"pid": os.getpid(), "adapters": self.engine.loaded_adapters(), "started": self.started}
 
 
 def quiet() -> None:
@@ -48,7 +75,10 @@ def quiet() -> None:
 
 
 def deploy(cfg, app_name: str):
-    """Start (or replace) the LLM application for a run and return its handle."""
+    """Start (or replace) the LLM application for a run and return its handle. Raises UserError with the
+    loader's message if the model cannot be loaded."""
+    from nngpt_ray.failures import UserError
+
     quiet()
     llm = cfg.llm
     options: dict[str, Any] = {"model": llm.model, "gguf_file": llm.gguf_file, "device": llm.device,
@@ -59,4 +89,8 @@ def deploy(cfg, app_name: str):
         num_replicas=llm.replicas,
         ray_actor_options={"num_cpus": llm.num_cpus, "num_gpus": llm.num_gpus * llm.tensor_parallel},
     ).bind(llm.engine, options)
-    return serve.run(app, name=app_name, route_prefix=None)
+    handle = serve.run(app, name=app_name, route_prefix=None)
+    error = handle.status.remote().result()["error"]
+    if error:
+        raise UserError(error)
+    return handle

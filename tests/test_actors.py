@@ -24,11 +24,12 @@ def spec_of(name: str, epochs: int = 2, sample: str = "") -> CandidateSpec:
 
 @pytest.fixture
 def store_actor(ray_session, tmp_path):
+    from nngpt_ray.actors import actor_name
     from nngpt_ray.actors.store import StoreActor
 
     path = tmp_path / "store.sqlite"
-    actor = StoreActor.options(name=f"store-{tmp_path.name}").remote(str(path), create=True)
-    ray_session.get(actor.call.remote("meta", "application"))  # the file exists before other actors open it
+    actor = StoreActor.options(name=actor_name("store", tmp_path.name)).remote(str(path), create=True)
+    assert ray_session.get(actor.meta.remote("application")) == "nngpt-ray"  # typed calls on the Store itself
     yield actor, path
     ray_session.kill(actor)
 
@@ -39,7 +40,7 @@ def test_dedup_actor_verdicts_and_rebuild_after_a_crash(ray_session, store_actor
     store, path = store_actor
     for name in ("resnet", "vit"):
         s = spec_of(name)
-        ray_session.get(store.call.remote("add_candidate", s.id, task="manual", spec=s))
+        ray_session.get(store.add_candidate.remote(s.id, task="manual", spec=s))
     dedup = DedupActor.remote(DedupConfig(threshold=0.9, num_perm=128).model_dump(), str(path))
     assert ray_session.get(dedup.known.remote()) == [spec_of("resnet").id, spec_of("vit").id]
     exact = ray_session.get(dedup.check.remote("x1", SEEDS["resnet"].code + "\n# only a comment\n"))
@@ -79,22 +80,28 @@ def test_predictor_actor(ray_session, tmp_path):
     assert ray_session.get(predictor.decide.remote(x)).go
 
 
-def test_trainer_actor_streams_epochs_and_obeys_the_gate(ray_session, store_actor):
+def test_trainer_actor_records_epochs_obeys_the_gate_and_finishes_in_one_write(ray_session, store_actor):
+    from nngpt_ray.actors import actor_name
     from nngpt_ray.actors.predictor import PredictorActor
     from nngpt_ray.actors.trainer import TrainerActor
 
     store, path = store_actor
+    run = path.parent.name
     # chance factor 10 on 10 classes: anything below 100% after epoch 1 is "hopeless", so the gate must stop it
-    predictor = PredictorActor.options(name=f"predictor-{path.parent.name}").remote(
+    predictor = PredictorActor.options(name=actor_name("predictor", run)).remote(
         PredictorConfig(chance_factor=10).model_dump(), str(path))
-    trainer = TrainerActor.remote(Config().model_dump(mode="json"), "trainer-test", f"store-{path.parent.name}",
-                                  f"predictor-{path.parent.name}")
+    trainer = TrainerActor.remote(Config().model_dump(mode="json"), "trainer-test", run)
     spec = spec_of("plain_cnn", epochs=3)
-    ray_session.get(store.call.remote("add_candidate", spec.id, task="manual", spec=spec))
-    result = ray_session.get(trainer.train.remote(spec))
-    assert result.failure == FailureKind.STOPPED_EARLY and len(result.epochs) == 1
+    ray_session.get(store.add_candidate.remote(spec.id, task="manual", spec=spec))
+    completion = ray_session.get(trainer.train.remote(spec))
+    result = completion.result
+    assert completion.recorded and result.failure == FailureKind.STOPPED_EARLY and len(result.epochs) == 1
     assert result.epochs[0].val_accuracy > 0.5
-    streamed = ray_session.get(store.call.remote("epochs", spec.id))
-    assert [e.epoch for e in streamed] == [1]  # written by the trainer while it ran, before any final result
-    attempts = ray_session.get(store.call.remote("attempts", spec.id))
+    row = ray_session.get(store.candidate.remote(spec.id))
+    assert (row["stage"], row["status"], row["epochs_done"]) == ("finished", "stopped_early", 1)
+    attempts = ray_session.get(store.attempts.remote(spec.id))
     assert [(a["trainer"], a["outcome"]) for a in attempts] == [("trainer-test", "completed")]
+    again = ray_session.get(trainer.train.remote(spec))  # a second result for a finished candidate is dropped
+    assert not again.recorded and ray_session.get(store.candidate.remote(spec.id))["status"] == "stopped_early"
+    ray_session.kill(predictor)
+    ray_session.kill(trainer)

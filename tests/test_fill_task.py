@@ -47,12 +47,14 @@ def test_mutation_changes_only_the_region():
     ("", FailureKind.PARSE, "no layer definitions"),
     ("        self.fc = nn.Linear(4, out_shape[0])\n", FailureKind.PARSE, "no '### hyperparameters:' line"),
     ("        self.fc = nn.Linear(4, out_shape[0])\n### hyperparameters: {lr: 0.1\n### end", FailureKind.PARSE, "not JSON"),
-    ("        self.fc = nn.Linear(4, out_shape[0]\n### hyperparameters: {\"lr\": 0.1}\n### end", FailureKind.SYNTAX, ""),
+    ("        self.fc = nn.Linear(4, out_shape[0]\n### hyperparameters: {\"lr\": 0.1}\n### end", FailureKind.SYNTAX,
+     "SyntaxError: '(' was never closed"),
     ("        import os\n### hyperparameters: {\"lr\": 0.1}\n### end", FailureKind.UNSAFE, "'os'"),
     ("        self.fc = nn.Linear(4, out_shape[0])\n### hyperparameters: {\"lr\": -1}\n### end", FailureKind.PARSE,
      "bad hyperparameters"),
 ])
 def test_bad_completions(completion, kind, words):
+    assert words  # every case names what its diagnostic must say
     prompt = TASK.prompt_for(SEEDS[0])
     with pytest.raises(ParseFailure) as info:
         TASK.parse(prompt, completion, Origin(task="fill"))

@@ -3,7 +3,7 @@ observed in generation, with no restart of the deployment."""
 
 from __future__ import annotations
 
-import dataclasses
+import time
 
 import pytest
 
@@ -46,10 +46,10 @@ def test_adapter_switch_is_observed_in_generation(llm_setup, tmp_path):
     report = ray.get(report)
     assert (tmp_path / "v1" / "adapter_config.json").exists() and report.steps > 0
     adapter = {"name": "test-v1", "version": 1, "path": report.path}
-    info_before = handle.info.remote().result()
+    info_before = handle.status.remote().result()
     after = handle.generate.remote([prompt], greedy, adapter).result()[0]
     assert after.startswith(TARGET), after
-    info_after = handle.info.remote().result()
+    info_after = handle.status.remote().result()
     assert info_after["pid"] == info_before["pid"]  # same replica process: switched without a restart
     assert "test-v1" in info_after["adapters"]
     # the base model is still there, unchanged, for requests that name no adapter
@@ -57,14 +57,40 @@ def test_adapter_switch_is_observed_in_generation(llm_setup, tmp_path):
 
 
 def test_a_second_version_builds_on_the_first(llm_setup, tmp_path):
+    """The learner is seeded, so an update that ignored `previous` would produce exactly the adapter a fresh
+    update on the same examples produces. v2 must differ from that, and serve its own lesson."""
     cfg, handle, learner = llm_setup
     import ray
+    from safetensors.torch import load_file
 
-    prompt = {"text": "### task: fill\n### dataset: digits\n"}
-    first = ray.get(learner.update.remote([(prompt, "nn.Conv2d ### end")] * 8, str(tmp_path / "v1"), None))
-    second = ray.get(learner.update.remote([(prompt, "nn.Linear ### end")] * 8, str(tmp_path / "v2"), first.path))
-    assert second.path != first.path and (tmp_path / "v2" / "adapter_model.safetensors").exists()
+    first_prompt, second_prompt = {"text": "### task: fill\n### dataset: digits\n"}, {"text": "### task: other\n"}
+    first = ray.get(learner.update.remote([(first_prompt, "nn.Conv2d ### end")] * 8, str(tmp_path / "v1"), None))
+    second = ray.get(learner.update.remote([(second_prompt, "nn.Linear ### end")] * 8, str(tmp_path / "v2"),
+                                           first.path))
+    fresh = ray.get(learner.update.remote([(second_prompt, "nn.Linear ### end")] * 8, str(tmp_path / "v2f"), None))
+    again = ray.get(learner.update.remote([(second_prompt, "nn.Linear ### end")] * 8, str(tmp_path / "v2g"), None))
+    weights = {name: load_file(f"{path}/adapter_model.safetensors") for name, path in
+               (("second", second.path), ("fresh", fresh.path), ("again", again.path))}
+    assert all((weights["fresh"][k] == weights["again"][k]).all() for k in weights["fresh"])  # seeded: repeatable
+    assert any(not (weights["second"][k] == weights["fresh"][k]).all() for k in weights["fresh"])  # v1 was the start
     greedy = {"max_new_tokens": 12, "temperature": 0.0, "stop": ["### end"]}
-    v2 = handle.generate.remote([prompt], greedy, {"name": "t2-v2", "version": 2, "path": second.path}).result()[0]
-    v1 = handle.generate.remote([prompt], greedy, {"name": "t2-v1", "version": 1, "path": first.path}).result()[0]
-    assert v2.startswith("nn.Linear") and v1.startswith("nn.Conv2d"), (v1, v2)
+    v2 = handle.generate.remote([second_prompt], greedy, {"name": "t2-v2", "version": 2, "path": second.path}).result()
+    v1 = handle.generate.remote([first_prompt], greedy, {"name": "t2-v1", "version": 1, "path": first.path}).result()
+    assert v2[0].startswith("nn.Linear") and v1[0].startswith("nn.Conv2d"), (v1, v2)
+
+
+def test_a_cancelled_request_stops_generating(llm_setup):
+    """Cancelling a long generation frees the engine at once: the next request does not wait for it."""
+    cfg, handle, _ = llm_setup
+    prompt = {"text": "### task: fill\n"}
+    unbounded = {"max_new_tokens": 900, "temperature": 1.0, "stop": []}
+    started = time.monotonic()
+    handle.generate.remote([prompt] * 6, unbounded, None).result()
+    long_s = time.monotonic() - started
+    response = handle.generate.remote([prompt] * 6, unbounded, None)
+    time.sleep(0.5)
+    response.cancel()
+    started = time.monotonic()
+    short = handle.generate.remote([prompt], {"max_new_tokens": 4, "temperature": 0.0, "stop": []}, None).result()
+    waited = time.monotonic() - started
+    assert len(short) == 1 and waited < long_s / 3, (waited, long_s)

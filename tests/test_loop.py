@@ -15,7 +15,7 @@ from nngpt_ray.store import Store
 
 @pytest.fixture(scope="module")
 def finished_run(ray_session, tiny_model, tmp_path_factory):
-    from nngpt_ray.run import execute
+    from nngpt_ray.actors.driver import execute
 
     out = tmp_path_factory.mktemp("runs")
     cfg = Config.model_validate({
@@ -29,8 +29,9 @@ def finished_run(ray_session, tiny_model, tmp_path_factory):
     })
     run = RunDir.new(cfg.run.out_dir, cfg.run.name)
     run.config.write_text(cfg.to_yaml())
-    summary = execute(cfg, run, show_progress=False)
-    return run, summary
+    outcome = execute(cfg, run)
+    assert outcome.ended == "done", outcome.error
+    return run, outcome.summary
 
 
 def test_cycles_candidates_and_adapters_are_recorded(finished_run):
@@ -47,11 +48,12 @@ def test_cycles_candidates_and_adapters_are_recorded(finished_run):
     assert adapters[0]["activated"] is not None and (run.adapter(1) / "adapter_config.json").exists()
     rows = store.table("candidates")
     assert {r["adapter"] for r in rows if r["cycle"] == 1} == {1}
-    trained = [r for r in rows if r["epochs_done"] > 0]
+    trained = [r for r in rows if r["status"] in ("ok", "stopped_early")]
+    assert len(trained) == summary["totals"]["trained"]
     for r in trained:
         assert (run.networks / f"{r['id']}.py").read_text() == r["code"]
         assert r["best_accuracy"] == max(e.val_accuracy for e in store.epochs(r["id"]))
-        assert len(store.attempts(r["id"])) == 1
+        assert [a["outcome"] for a in store.attempts(r["id"])] == ["completed"]
 
 
 def test_every_generation_is_classified(finished_run):
@@ -73,3 +75,17 @@ def test_status_command_matches_the_run(finished_run):
     assert status["cycles"] == summary["cycles"] and status["totals"] == summary["totals"]
     table = run_cli("status", str(run.root))
     assert "trained twice: 0" in table.stdout
+
+
+def test_the_final_networks_are_scored_once_on_the_test_split(finished_run):
+    run, summary = finished_run
+    store = Store(run.store, readonly=True)
+    best = [r["id"] for r in store.best("digits", 3)]
+    tests = store.tests()
+    assert sorted(t["candidate_id"] for t in tests) == sorted(best) and len(tests) == 3
+    assert all(t["split"] == "test" and 0 < t["accuracy"] <= 1 for t in tests)
+    assert summary["splits"]["accuracy_split"] == "validation" and summary["splits"]["test"] == 360
+    # nothing else in the run came from the test split: every stored accuracy is a validation epoch
+    for r in store.table("candidates"):
+        if r["best_accuracy"] is not None:
+            assert r["best_accuracy"] == max(e.val_accuracy for e in store.epochs(r["id"]))

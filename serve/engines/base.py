@@ -8,6 +8,7 @@ back with the active adapter.
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -31,8 +32,10 @@ class Sampling:
 
 class Engine(ABC):
     @abstractmethod
-    def generate(self, prompts: list[str], sampling: Sampling, adapter: Adapter | None) -> list[str]:
-        """One completion per prompt (prompt text excluded, cut at the first stop string)."""
+    def generate(self, prompts: list[str], sampling: Sampling, adapter: Adapter | None,
+                 cancel: threading.Event | None = None) -> list[str]:
+        """One completion per prompt (prompt text excluded, cut at the first stop string). When `cancel`
+        is set, stop as soon as possible (the caller no longer wants the answer)."""
 
     @abstractmethod
     def load_adapter(self, adapter: Adapter) -> None:

@@ -42,10 +42,16 @@ class TransformersEngine(Engine):
     def loaded_adapters(self) -> list[str]:
         return list(self.loaded)
 
-    def generate(self, prompts: list[str], sampling: Sampling, adapter: Adapter | None) -> list[str]:
+    def generate(self, prompts: list[str], sampling: Sampling, adapter: Adapter | None,
+                 cancel: threading.Event | None = None) -> list[str]:
         import contextlib
 
         import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        class Cancelled(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs) -> bool:
+                return cancel is not None and cancel.is_set()
 
         if adapter is not None:
             self.load_adapter(adapter)
@@ -67,6 +73,8 @@ class TransformersEngine(Engine):
                 options.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k or None)
             if sampling.stop:
                 options.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
+            if cancel is not None:
+                options.update(stopping_criteria=StoppingCriteriaList([Cancelled()]))
             with context, torch.no_grad():
                 out = model.generate(**enc, **options)
         texts = self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)

@@ -34,7 +34,7 @@ class VLLMEngine(Engine):
     def loaded_adapters(self) -> list[str]:
         return list(self.loaded)
 
-    def generate(self, prompts: list[str], sampling: Sampling, adapter: Adapter | None) -> list[str]:
+    def generate(self, prompts: list[str], sampling: Sampling, adapter: Adapter | None, cancel=None) -> list[str]:
         from vllm import SamplingParams
         from vllm.lora.request import LoRARequest
 

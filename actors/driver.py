@@ -1,0 +1,133 @@
+"""`nngpt run` on Ray: start-up, the controller's event loop, and a summary however the run ends.
+
+The same code runs on a laptop (a private local Ray started here) and on a cluster (`ray job submit`
+sets RAY_ADDRESS). Ctrl-C and SIGTERM (what `ray job stop`, Kubernetes and batch schedulers send) are
+the same request: stop now, keep everything recorded, print the summary so far; a second one stops
+without waiting for the clean-up. A stage that fails beyond its retries ends the run with one line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from nngpt_ray.config import Config
+from nngpt_ray.report import status
+from nngpt_ray.rundir import RunDir
+from nngpt_ray.store import Store
+
+
+@dataclass
+class Outcome:
+    summary: dict[str, Any]
+    ended: str  # "done" | "deadline" | "interrupted" | "failed"
+    error: str | None = None
+
+
+def execute(cfg: Config, run: RunDir, *, on_tick=None, console=None) -> Outcome:
+    """Run (or resume) the loop to the end of its budget. The summary is also saved as summary.json.
+    Raises UserError for bad input (a model that does not load, a missing dataset)."""
+    from nngpt_ray.actors.controller import Controller, StageError
+    from nngpt_ray.actors.launcher import init_ray, launched
+
+    say = console.print if console is not None else print
+    started = time.monotonic()
+    ended, error, controller = "interrupted", None, None
+    with _sigterm_interrupts():
+        try:
+            cfg.preflight()
+            if cfg.llm.model is None:
+                from nngpt_ray.bootstrap import ensure_embedded_model
+
+                ensure_embedded_model(console=console)
+            started = time.monotonic()  # the deadline counts from here: the model build is a one-time step
+            _prepare_store(cfg, run)
+            say("starting Ray ..." if not cfg.ray.address else f"joining Ray at {cfg.ray.address} ...")
+            init_ray(cfg)
+            signal.signal(signal.SIGTERM, _raise_interrupt)  # ray.init installed its own
+            with launched(cfg, run) as handles:
+
+                async def drive() -> str:
+                    nonlocal controller
+                    controller = Controller(cfg, run, handles)
+                    _interrupt_on_signals(controller)
+                    deadline = None if cfg.loop.max_minutes is None else \
+                        cfg.loop.max_minutes * 60 - (time.monotonic() - started)
+                    return await controller.run(deadline_s=deadline, on_tick=on_tick)
+
+                ended = asyncio.run(drive())
+        except KeyboardInterrupt:
+            ended = "interrupted"
+        except StageError as err:
+            ended, error = "failed", str(err)
+    summary = summarize(run, controller, ended, time.monotonic() - started)
+    (run.root / "summary.json").write_text(json.dumps(summary, indent=2))
+    return Outcome(summary, ended, error)
+
+
+def summarize(run: RunDir, controller, ended: str, wall: float) -> dict[str, Any]:
+    """The run's table (from the store, so it is what `nngpt status` shows) and how the run went."""
+    if not run.store.exists():
+        return {"cycles": [], "totals": {}, "tests": [], "run": {"dir": str(run.root), "ended": ended}}
+    store = Store(run.store, readonly=True)
+    try:
+        out = status(store)
+        adapters = sum(1 for a in store.adapters() if a["activated"])
+    finally:
+        store.close()
+    out["run"] = {"dir": str(run.root), "ended": ended, "wall_seconds": round(wall, 1),
+                  "trainer_busy_fraction": controller.busy_fraction() if controller else None,
+                  "adapters_applied": adapters, "events": controller.events if controller else []}
+    return out
+
+
+def _prepare_store(cfg: Config, run: RunDir) -> None:
+    """Before any actor opens it: create the store (a new run: cycle 0, and which split each reported
+    number is from) or bring it up to date (a resume: an attempt still open belonged to the driver that
+    died, and its candidate goes back to the queue)."""
+    from nngpt_ray import datasets
+
+    store = Store(run.store, create=True)
+    try:
+        if store.meta("splits") is None:
+            store.set_meta("splits", json.dumps(datasets.from_config(cfg.data).splits()))
+        if not store.cycles():
+            store.start_cycle(0, 0)
+        store.interrupt_open_attempts()
+    finally:
+        store.close()
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM raises KeyboardInterrupt (as Ctrl-C does) while the run starts and ends."""
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt_on_signals(controller) -> None:
+    """Inside the event loop: the first Ctrl-C or SIGTERM asks the controller to stop (it returns with
+    what is recorded); a second one raises KeyboardInterrupt at once."""
+    loop = asyncio.get_running_loop()
+
+    def first(signum: int) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+        controller.interrupt()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, first, sig)

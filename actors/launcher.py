@@ -1,0 +1,158 @@
+"""The launcher: joins or starts Ray, places the run's actors and the LLM application, and hands back
+typed handles. It decides where things run; the controller decides what they do.
+
+    store, dedup, predictor   on the driver's node (the store is SQLite: one writer, local disk)
+    trainer-0..N              spread over the cluster, `trainers.num_cpus/num_gpus` each
+    learner                   `learner.num_cpus/num_gpus`
+    LLM application           Ray Serve, `llm.replicas` replicas
+
+Everything it started is removed again when the `launched()` block ends, however it ends (Ctrl-C
+during start-up included). A part that cannot start ends the run with one line naming it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from nngpt_ray import faults
+from nngpt_ray.actors import actor_name
+from nngpt_ray.actors.dedup import DedupActor
+from nngpt_ray.actors.learner import LearnerActor
+from nngpt_ray.actors.predictor import PredictorActor
+from nngpt_ray.actors.store import StoreActor
+from nngpt_ray.actors.trainer import TrainerActor
+from nngpt_ray.config import Config
+from nngpt_ray.failures import UserError
+from nngpt_ray.rundir import RunDir
+
+
+@dataclass
+class Handles:
+    """The run's actors (typed handles: `handles.store.complete.remote(...)`) and its LLM application."""
+
+    run: str
+    store: Any = None
+    dedup: Any = None
+    predictor: Any = None
+    learner: Any = None
+    trainers: list[Any] = field(default_factory=list)
+    llm: Any = None  # a Serve DeploymentHandle
+    serving: bool = False  # the LLM application was (being) deployed
+
+    @property
+    def app(self) -> str:
+        return f"nngpt-llm-{self.run}"
+
+    def actors(self) -> list[Any]:
+        return [a for a in (self.store, self.dedup, self.predictor, self.learner, *self.trainers) if a is not None]
+
+
+def init_ray(cfg: Config) -> None:
+    """Join the cluster named by `ray.address` or RAY_ADDRESS (set by `ray job submit`); with neither,
+    start a private local instance (never whatever /tmp/ray last pointed at)."""
+    if ray.is_initialized():
+        return
+    for name in ("ray", "ray.serve"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, namespace=cfg.ray.namespace, log_to_driver=False)
+        return
+    # it announces, as a warning, that token authentication is on: the safe default for an instance we own
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    ray.init(address="local", num_cpus=cfg.ray.num_cpus, namespace=cfg.ray.namespace, log_to_driver=False,
+             include_dashboard=cfg.ray.dashboard, configure_logging=True, logging_level=logging.WARNING)
+
+
+@contextlib.contextmanager
+def launched(cfg: Config, run: RunDir) -> Iterator[Handles]:
+    """Start every part of the run; remove them all when the block ends."""
+    handles = Handles(run=run.root.name)
+    try:
+        _start(cfg, run, handles)
+        yield handles
+    finally:
+        shutdown(handles)
+
+
+def _start(cfg: Config, run: RunDir, h: Handles) -> None:
+    from ray import serve
+
+    from nngpt_ray.serve.app import deploy, quiet
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    env = {"runtime_env": {"env_vars": faults.forwarded()}} if faults.forwarded() else {}
+    stages = ["store", "dedup", "predictor", "learner", *(f"trainer-{i}" for i in range(cfg.trainers.count))]
+    for stage in stages:  # left by a driver of this run that was killed (resume): they go first
+        _kill_if_alive(actor_name(stage, h.run))
+    plain = cfg.model_dump(mode="json")
+    h.store = StoreActor.options(name=actor_name("store", h.run), scheduling_strategy=here).remote(str(run.store))
+    h.dedup = DedupActor.options(name=actor_name("dedup", h.run), scheduling_strategy=here).remote(
+        cfg.dedup.model_dump(), str(run.store))
+    h.predictor = PredictorActor.options(name=actor_name("predictor", h.run), scheduling_strategy=here).remote(
+        cfg.predictor.model_dump(), str(run.store))
+    h.trainers = [
+        TrainerActor.options(name=actor_name(f"trainer-{i}", h.run), num_cpus=cfg.trainers.num_cpus,
+                             num_gpus=cfg.trainers.num_gpus, scheduling_strategy="SPREAD", **env).remote(
+            plain, f"trainer-{i}", h.run)
+        for i in range(cfg.trainers.count)]
+    h.learner = LearnerActor.options(name=actor_name("learner", h.run), num_cpus=cfg.learner.num_cpus,
+                                     num_gpus=cfg.learner.num_gpus, **env).remote(plain)
+    quiet()
+    serve.start(proxy_location="Disabled")
+    h.serving = True
+    h.llm = deploy(cfg, h.app)  # raises UserError with the loader's message if the model cannot load
+    for stage, actor in [("store", h.store), ("dedup", h.dedup), ("predictor", h.predictor),
+                         ("learner", h.learner), *((f"trainer-{i}", t) for i, t in enumerate(h.trainers))]:
+        try:
+            ray.get(actor.__ray_ready__.remote())
+        except ray.exceptions.RayError as err:
+            raise UserError(f"the {stage} actor could not start: {_cause(err)}") from None
+
+
+def shutdown(h: Handles) -> None:
+    """Remove this run's actors and LLM application (a local Ray started here stops with the process)."""
+    from ray import serve
+
+    from nngpt_ray.serve.app import quiet
+
+    quiet()
+    if h.serving:
+        with contextlib.suppress(Exception):  # the run is over either way; Serve may already be gone
+            serve.delete(h.app)
+    for actor in h.actors():
+        with contextlib.suppress(Exception):
+            ray.kill(actor, no_restart=True)
+
+
+def _cause(err: BaseException) -> str:
+    """The one line that says what went wrong inside a Ray error (the innermost exception's message)."""
+    cause = getattr(err, "cause", None) or getattr(err, "__cause__", None)
+    if isinstance(cause, BaseException) and cause is not err:
+        return _cause(cause)
+    text = " ".join(str(err).split())
+    return text if isinstance(err, UserError) else f"{type(err).__name__}: {text}"[:400]
+
+
+def _kill_if_alive(name: str) -> None:
+    try:
+        stale = ray.get_actor(name)
+    except ValueError:
+        return
+    ray.kill(stale, no_restart=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            ray.get_actor(name)
+        except ValueError:
+            return
+        time.sleep(0.2)

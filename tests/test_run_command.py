@@ -1,0 +1,114 @@
+"""`nngpt run` as a user (or a scheduler) drives it: signals at any moment, a model that cannot load,
+paths with `~`, and a deadline. Real processes on the session's Ray."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli, tiny_loop_settings
+from nngpt_ray.config import Config, load_config
+from nngpt_ray.failures import ConfigError
+from nngpt_ray.store import Store
+
+EXE = str(Path(sys.executable).with_name("nngpt"))
+
+
+@pytest.fixture(scope="module")
+def long_config(tiny_model, tmp_path_factory) -> Path:
+    """A run that cannot finish on its own within a test (50 cycles)."""
+    cfg = Config.model_validate({**tiny_loop_settings(tiny_model), "run": {"final_test": 0}, "train": {"epochs": 2},
+                                 "learner": {"every_k": 4, "accept_threshold": 0.3, "epochs": 2, "batch_size": 4},
+                                 "loop": {"cycles": 50, "candidates_per_cycle": 6, "queue_size": 2}})
+    path = tmp_path_factory.mktemp("long") / "config.yaml"
+    path.write_text(cfg.to_yaml())
+    return path
+
+
+@pytest.fixture
+def env(ray_session) -> dict:
+    return {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address, "COLUMNS": "200"}
+
+
+def _trained(store_path: Path) -> int:
+    try:
+        store = Store(store_path, readonly=True)
+        n = store.totals()["trained"]
+        store.close()
+        return n
+    except Exception:
+        return 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_mid_run_ends_it_with_the_summary(long_config, tmp_path, env, sig):
+    proc = subprocess.Popen([EXE, "run", "--config", str(long_config), "--out", str(tmp_path), "--name", "sig"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while _trained(tmp_path / "sig" / "store.sqlite") < 1:
+        assert time.time() < deadline and proc.poll() is None, "the run never trained anything"
+        time.sleep(0.5)
+    sent = time.time()
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert time.time() - sent < 60  # it stops; it does not wait for the run's end
+    assert "Traceback" not in stderr and "trained twice: 0" in stderr and "interrupted: continue with" in stderr
+    assert (tmp_path / "sig" / "summary.json").exists() and _trained(tmp_path / "sig" / "store.sqlite") >= 1
+
+
+def test_sigterm_during_start_up_exits_cleanly(long_config, tmp_path, env):
+    proc = subprocess.Popen([EXE, "run", "--config", str(long_config), "--out", str(tmp_path), "--name", "early"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not (tmp_path / "early" / "config.yaml").exists():  # past argument parsing: the run is being set up
+        assert proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
+
+
+def test_a_model_that_cannot_load_ends_the_run_at_once(tmp_path, env):
+    broken = tmp_path / "model"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    started = time.time()
+    proc = subprocess.run([EXE, "run", "--out", str(tmp_path), "--set", f"llm.model={broken}"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"nngpt: error: cannot load model '{broken}'")
+    assert "Traceback" not in proc.stderr and "RayTaskError" not in proc.stderr
+    assert time.time() - started < 120  # no Serve retries
+
+
+def test_a_missing_gguf_file_is_named_before_anything_starts(tmp_path):
+    proc = run_cli("run", "--out", str(tmp_path), "--set", f"llm.model={tmp_path}", "--set", "llm.gguf_file=x.gguf",
+                   timeout=60)
+    assert proc.returncode == 2 and proc.stderr.strip() == f"nngpt: error: llm.gguf_file: {tmp_path / 'x.gguf'} does not exist"
+
+
+def test_every_path_in_the_config_expands_the_home_directory(tmp_path):
+    cfg = load_config(None, ["llm.model=~/nngpt-no-such-model", "run.out_dir=~/runs-x", "sandbox.scratch_root=~/s"])
+    home = Path.home()
+    assert cfg.llm.model == str(home / "nngpt-no-such-model") and cfg.run.out_dir == home / "runs-x"
+    assert cfg.sandbox.scratch_root == home / "s" and cfg.data.data_dir == home / ".cache/nngpt/data"
+    with pytest.raises(ConfigError, match=f"llm.model: {home}/nngpt-no-such-model does not exist"):
+        cfg.preflight()
+
+
+def test_minutes_ends_the_run_at_its_deadline(long_config, tmp_path, env):
+    started = time.time()
+    proc = subprocess.run([EXE, "run", "--config", str(long_config), "--out", str(tmp_path), "--name", "short",
+                           "--minutes", "0.75"], env=env, capture_output=True, text=True, timeout=600)
+    wall = time.time() - started
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "stopped at the deadline" in proc.stderr
+    assert wall < 45 + 60  # the deadline, plus the candidates in training (2 epochs on digits) and shutdown
+    store = Store(tmp_path / "short" / "store.sqlite", readonly=True)
+    assert store.totals()["trained"] >= 1 and any("deadline reached" in e["message"] for e in store.events())
