@@ -140,7 +140,7 @@ def test_process_layer_confines_a_shell(run, server, tmp_path):
     secrets, and is killed with the candidate."""
     out = tmp_path / "shell.txt"
     body = (f"os.system('(env; cat /proc/net/dev; echo listed; sleep 30; echo late) > {out} 2>&1 &')\n"
-            f"while 'listed' not in open({str(out)!r}).read():\n    pass")
+            f"while not os.path.exists({str(out)!r}) or 'listed' not in open({str(out)!r}).read():\n    pass")
     os.environ["NNGPT_TEST_SECRET"] = "s3cr3t"
     try:
         result = run(hostile(body), "process-only")
