@@ -213,7 +213,10 @@ class Controller:
         sampling = {"max_new_tokens": self.cfg.llm.max_new_tokens, "temperature": self.cfg.llm.temperature,
                     "top_p": self.cfg.llm.top_p, "top_k": self.cfg.llm.top_k, "stop": list(self.task.stop),
                     "seed": rng.randrange(2**31)}
-        completions = await self._complete([p.payload() for p, _, _ in prompts], sampling, adapter)
+        generated = await self._complete([p.payload() for p, _, _ in prompts], sampling, adapter)
+        completions = generated["texts"]
+        await self.h.store.add_generation.remote(batch.cycle, batch.adapter, len(prompts), generated["tokens"],
+                                                 generated["seconds"])
         kinds: list[Admission] = []
         new: list[CandidateSpec] = []
         for i, ((prompt, attempt, parent), completion) in enumerate(zip(prompts, completions, strict=True)):
@@ -226,7 +229,7 @@ class Controller:
             self.queue.put_nowait((spec, 0))
         await self._act(actions)
 
-    async def _complete(self, payloads: list[dict], sampling: dict, adapter: Adapter | None) -> list[str]:
+    async def _complete(self, payloads: list[dict], sampling: dict, adapter: Adapter | None) -> dict[str, Any]:
         """One generation request. While Serve replaces a dead replica, wait and ask again; an error raised
         by the engine itself is retried LLM_ERRORS times. A cancelled caller cancels the request."""
         deadline, delay, errors = time.monotonic() + LLM_PATIENCE_S, 1.0, 0
@@ -267,7 +270,7 @@ class Controller:
             if attempt == 1 and self.cfg.task.reprompt:
                 self.retries.append((self.task.reprompt(prompt, completion, failure.diagnostic), candidate_id))
             return "invalid", None
-        verdict = await self.h.dedup.check.remote(spec.id, spec.code)
+        verdict = await self.h.dedup.check.remote(spec.id, self.task.identity(spec))
         if verdict.kind != "new":
             await store.add_candidate.remote(
                 spec.id, spec=spec, status=_DUPLICATE_KIND[verdict.kind], similar_to=verdict.similar_to,

@@ -84,6 +84,21 @@ def launched(cfg: Config, run: RunDir) -> Iterator[Handles]:
         shutdown(handles)
 
 
+@contextlib.contextmanager
+def store_only(run: RunDir) -> Iterator[Any]:
+    """Just the run's store actor (a search on Ray Tune writes its trials there), removed afterwards."""
+    name = actor_name("store", run.root.name)
+    _kill_if_alive(name)
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    store = StoreActor.options(name=name, scheduling_strategy=here).remote(str(run.store))
+    try:
+        ray.get(store.__ray_ready__.remote())
+        yield store
+    finally:
+        with contextlib.suppress(Exception):
+            ray.kill(store, no_restart=True)
+
+
 def _start(cfg: Config, run: RunDir, h: Handles) -> None:
     from ray import serve
 
@@ -97,7 +112,7 @@ def _start(cfg: Config, run: RunDir, h: Handles) -> None:
     plain = cfg.model_dump(mode="json")
     h.store = StoreActor.options(name=actor_name("store", h.run), scheduling_strategy=here).remote(str(run.store))
     h.dedup = DedupActor.options(name=actor_name("dedup", h.run), scheduling_strategy=here).remote(
-        cfg.dedup.model_dump(), str(run.store))
+        cfg.dedup.model_dump(), str(run.store), cfg.task.kind)
     h.predictor = PredictorActor.options(name=actor_name("predictor", h.run), scheduling_strategy=here).remote(
         cfg.predictor.model_dump(), str(run.store))
     h.trainers = [

@@ -81,6 +81,20 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", help="output folder (default: RUN_DIR/export)")
     ex.set_defaults(handler=_cmd_export)
 
+    cp = sub.add_parser("compare", help="the LLM loop against Ray Tune TPE and random search, at equal budget")
+    with_config(cp)
+    cp.add_argument("--dataset", help="dataset (data.dataset)")
+    cp.add_argument("--budget", type=int, default=40, help="candidates sent to a trainer per run (default 40)")
+    cp.add_argument("--epochs", type=int, help="epochs per candidate (train.epochs)")
+    cp.add_argument("--seeds", type=int, default=3, help="runs per method, seeds 0..S-1 (default 3)")
+    cp.add_argument("--methods", default="llm,tpe,random", help="comma-separated: llm, tpe, random")
+    cp.add_argument("--scheduler", choices=["asha"], help="early stopping for the Tune searches")
+    cp.add_argument("--mode", choices=["loop", "hpo"], default="loop",
+                    help="loop: whole searches at equal budget; hpo: one-shot hyperparameters on held-out networks")
+    cp.add_argument("--out", help="folder of the comparison's runs (default: runs/compare-<time>)")
+    cp.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    cp.set_defaults(handler=_cmd_compare)
+
     bs = sub.add_parser("bootstrap", help="build (or rebuild) the embedded default model")
     with_config(bs)
     bs.add_argument("--force", action="store_true", help="rebuild even if a cached model exists")
@@ -234,6 +248,39 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if outcome.ended == "deadline":
         err_console.print(f"stopped at the deadline; queued candidates are kept: nngpt run --resume {run.root}")
     err_console.print(f"results: {run.root}  (nngpt status {run.root}; nngpt export {run.root})")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    import time
+
+    from nngpt_ray import comparison
+    from nngpt_ray.config import load_config
+
+    overrides = list(args.set)
+    if args.dataset:
+        overrides.append(f"data.dataset={args.dataset}")
+    if args.epochs is not None:
+        overrides.append(f"train.epochs={args.epochs}")
+    cfg = load_config(args.config, overrides)
+    cfg.preflight()
+    out = Path(args.out or Path(cfg.run.out_dir) / time.strftime("compare-%Y%m%d-%H%M%S")).expanduser()
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.mode == "hpo":
+        from nngpt_ray.baselines.hpo import compare_hpo
+
+        summary = compare_hpo(cfg, out, say=err_console.print)
+        out_console.print(comparison.hpo_table(summary))
+    else:
+        from nngpt_ray.baselines.compare import compare
+
+        summary = compare(cfg, methods, args.budget, args.seeds, out, scheduler=args.scheduler, say=err_console.print)
+        comparison.save(summary, out / "compare.json")
+        png = comparison.plot(summary, out / "compare.png")
+        out_console.print(comparison.table(summary))
+        err_console.print(f"plot: {png}; data: {out / 'compare.json'}")
+    if args.json:
+        print(json.dumps(summary))
     return 0
 
 

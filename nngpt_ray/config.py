@@ -104,7 +104,7 @@ class LLMConfig(Section):
 
 
 class TaskConfig(Section):
-    kind: Literal["fill", "code"] = "fill"
+    kind: Literal["fill", "code", "hpo"] = "fill"
     examples: int = Field(1, ge=0, le=8, description="few-shot examples in a `code` prompt")
     reprompt: bool = Field(True, description="one more try with the diagnostic when parsing fails")
     families: list[str] | None = Field(None, description="seed families used as references and examples "
@@ -169,7 +169,9 @@ class LoopConfig(Section):
     cycles: int = Field(4, ge=1, description="adapter versions to generate with (v0 = base model)")
     candidates_per_cycle: int = Field(16, ge=1, description="new (unique, trainable) candidates per cycle")
     max_generations_per_cycle: int = Field(160, ge=1, description="stop a cycle's generation here even if short")
-    max_candidates: int | None = Field(None, ge=1)
+    max_candidates: int | None = Field(None, ge=1, description="completions generated, whole run")
+    max_sent: int | None = Field(None, ge=1, description="candidates sent to a trainer, whole run (comparisons "
+                                                         "budget search methods in this unit)")
     max_minutes: float | None = Field(None, gt=0)
     queue_size: int = Field(4, ge=1, description="generated candidates waiting for a trainer")
 

@@ -35,13 +35,15 @@ class Budget:
     max_generations_per_cycle: int
     every_k: int  # new accepted results that start an update
     max_candidates: int | None = None  # completions generated, whole run
+    max_sent: int | None = None  # candidates sent to training, whole run
     max_learner_failures: int = 3  # consecutive failed updates before learning is turned off
 
     @classmethod
     def from_config(cls, cfg: Config) -> Budget:
         return cls(cycles=cfg.loop.cycles, per_cycle=cfg.loop.candidates_per_cycle,
                    max_generations_per_cycle=cfg.loop.max_generations_per_cycle, every_k=cfg.learner.every_k,
-                   max_candidates=cfg.loop.max_candidates, max_learner_failures=cfg.learner.max_failures)
+                   max_candidates=cfg.loop.max_candidates, max_sent=cfg.loop.max_sent,
+                   max_learner_failures=cfg.learner.max_failures)
 
 
 @dataclass(frozen=True)
@@ -142,9 +144,14 @@ class Loop:
         return sum(c.in_flight for c in self.counts.values())
 
     @property
+    def sent_total(self) -> int:
+        return sum(c.sent for c in self.counts.values())
+
+    @property
     def budget_spent(self) -> bool:
-        cap = self.budget.max_candidates
-        return cap is not None and self.generated_total + self.in_flight >= cap
+        b = self.budget
+        return ((b.max_candidates is not None and self.generated_total + self.in_flight >= b.max_candidates)
+                or (b.max_sent is not None and self.sent_total + self.in_flight >= b.max_sent))
 
     @property
     def generation_over(self) -> bool:
@@ -180,6 +187,8 @@ class Loop:
         room = min(size, b.max_generations_per_cycle - c.generated - c.in_flight, max(1, open_quota))
         if b.max_candidates is not None:
             room = min(room, b.max_candidates - self.generated_total - self.in_flight)
+        if b.max_sent is not None:  # a batch never asks for more than could still be sent: no overshoot
+            room = min(room, b.max_sent - self.sent_total - self.in_flight)
         return room
 
     # ------------------------------------------------------------------ events

@@ -64,12 +64,15 @@ ALTER TABLE adapters ADD COLUMN gate TEXT;
 CREATE TABLE events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, cycle INTEGER, kind TEXT NOT NULL,
     message TEXT NOT NULL, data TEXT);
+CREATE TABLE generations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, cycle INTEGER, adapter INTEGER, prompts INTEGER NOT NULL,
+    tokens INTEGER, seconds REAL NOT NULL, created REAL NOT NULL);
 CREATE TABLE tests (
     candidate_id TEXT NOT NULL, split TEXT NOT NULL, accuracy REAL, val_accuracy REAL, status TEXT NOT NULL,
     error TEXT, seconds REAL, created REAL NOT NULL, PRIMARY KEY (candidate_id, split))
 """,
 }
-TABLES = ("candidates", "epochs", "attempts", "adapters", "cycles", "prompts", "events", "tests")
+TABLES = ("candidates", "epochs", "attempts", "adapters", "cycles", "prompts", "events", "tests", "generations")
 
 
 class Store:
@@ -287,6 +290,11 @@ class Store:
         self.db.execute("INSERT INTO events (time, cycle, kind, message, data) VALUES (?, ?, ?, ?, ?)",
                         (time.time(), cycle, kind, message, json.dumps(data) if data is not None else None))
 
+    def add_generation(self, cycle: int, adapter: int, prompts: int, tokens: int, seconds: float) -> None:
+        """One generation request: what the LLM itself cost (seconds in the engine, tokens generated)."""
+        self.db.execute("INSERT INTO generations (cycle, adapter, prompts, tokens, seconds, created) "
+                        "VALUES (?, ?, ?, ?, ?, ?)", (cycle, adapter, prompts, tokens, seconds, time.time()))
+
     def add_test(self, candidate_id: str, split: str, result: EvalResult) -> None:
         """A final evaluation of a network on `split` (a retrain scored once on it)."""
         self.db.execute(
@@ -332,13 +340,17 @@ class Store:
                                f"{outcomes.sql_accepted()} AND finished > ?", (threshold, since)).fetchone()[0]
 
     def unique_codes(self) -> list[tuple[str, str]]:
-        """(candidate id, code) of every candidate dedup judged new, oldest first: dedup's memory.
-        (Only candidates that passed the static checks carry code.)"""
+        """(candidate id, code) of every candidate dedup judged new, oldest first."""
+        return [(cid, spec.code) for cid, spec in self.unique_specs()]
+
+    def unique_specs(self) -> list[tuple[str, CandidateSpec]]:
+        """(candidate id, spec) of every candidate dedup judged new, oldest first: dedup's memory.
+        (Only candidates that passed the static checks carry a spec.)"""
         duplicates = ", ".join(f"'{k.value}'" for k in sorted(outcomes.DUPLICATES))
         rows = self.db.execute(
-            f"SELECT id, code FROM candidates WHERE code IS NOT NULL AND COALESCE(status, '') NOT IN ({duplicates}) "
+            f"SELECT id, spec FROM candidates WHERE spec IS NOT NULL AND COALESCE(status, '') NOT IN ({duplicates}) "
             "ORDER BY created, id").fetchall()
-        return [(r[0], r[1]) for r in rows]
+        return [(r[0], CandidateSpec.model_validate_json(r[1])) for r in rows]
 
     def accepted(self, threshold: float, limit: int) -> list[dict[str, Any]]:
         """The most recent accepted candidates, newest first."""

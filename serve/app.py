@@ -44,7 +44,8 @@ class LLMServer:
         return {"pid": os.getpid(), "error": self.error, "started": self.started,
                 "adapters": self.engine.loaded_adapters() if self.engine else []}
 
-    async def generate(self, payloads: list[dict], sampling: dict, adapter: dict | None) -> list[str]:
+    async def generate(self, payloads: list[dict], sampling: dict, adapter: dict | None) -> dict[str, Any]:
+        """{"texts": one completion per prompt, "tokens": new tokens generated, "seconds": engine time}."""
         if self.engine is None:
             raise RuntimeError(self.error)
         cancel = threading.Event()
@@ -54,11 +55,13 @@ class LLMServer:
             cancel.set()
             raise
 
-    def _generate(self, payloads, sampling, adapter, cancel) -> list[str]:
+    def _generate(self, payloads, sampling, adapter, cancel) -> dict[str, Any]:
         from nngpt_ray.llm import render
 
+        started = time.monotonic()
         prompts = [render(p, self.engine.tokenizer) for p in payloads]
-        return self.engine.generate(prompts, Sampling(**sampling), Adapter(**adapter) if adapter else None, cancel)
+        out = self.engine.generate(prompts, Sampling(**sampling), Adapter(**adapter) if adapter else None, cancel)
+        return {"texts": out.texts, "tokens": out.tokens, "seconds": time.monotonic() - started}
 
     async def load_adapter(self, adapter: dict) -> list[str]:
         if self.engine is None:

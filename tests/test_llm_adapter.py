@@ -37,7 +37,7 @@ def test_adapter_switch_is_observed_in_generation(llm_setup, tmp_path):
     cfg, handle, learner = llm_setup
     prompt = FillTask(dataset_info("digits"), 2, Transform()).prompt_for(seed_entries()[0]).payload()
     greedy = {"max_new_tokens": 40, "temperature": 0.0, "stop": ["### end"]}
-    before = handle.generate.remote([prompt], greedy, None).result()[0]
+    before = handle.generate.remote([prompt], greedy, None).result()["texts"][0]
     assert not before.startswith(TARGET)
 
     report = learner.update.remote([(prompt, TARGET)] * 4, str(tmp_path / "v1"), None)
@@ -47,13 +47,13 @@ def test_adapter_switch_is_observed_in_generation(llm_setup, tmp_path):
     assert (tmp_path / "v1" / "adapter_config.json").exists() and report.steps > 0
     adapter = {"name": "test-v1", "version": 1, "path": report.path}
     info_before = handle.status.remote().result()
-    after = handle.generate.remote([prompt], greedy, adapter).result()[0]
+    after = handle.generate.remote([prompt], greedy, adapter).result()["texts"][0]
     assert after.startswith(TARGET), after
     info_after = handle.status.remote().result()
     assert info_after["pid"] == info_before["pid"]  # same replica process: switched without a restart
     assert "test-v1" in info_after["adapters"]
     # the base model is still there, unchanged, for requests that name no adapter
-    assert handle.generate.remote([prompt], greedy, None).result()[0] == before
+    assert handle.generate.remote([prompt], greedy, None).result()["texts"][0] == before
 
 
 def test_a_second_version_builds_on_the_first(llm_setup, tmp_path):
@@ -74,8 +74,10 @@ def test_a_second_version_builds_on_the_first(llm_setup, tmp_path):
     assert all((weights["fresh"][k] == weights["again"][k]).all() for k in weights["fresh"])  # seeded: repeatable
     assert any(not (weights["second"][k] == weights["fresh"][k]).all() for k in weights["fresh"])  # v1 was the start
     greedy = {"max_new_tokens": 12, "temperature": 0.0, "stop": ["### end"]}
-    v2 = handle.generate.remote([second_prompt], greedy, {"name": "t2-v2", "version": 2, "path": second.path}).result()
-    v1 = handle.generate.remote([first_prompt], greedy, {"name": "t2-v1", "version": 1, "path": first.path}).result()
+    v2 = handle.generate.remote([second_prompt], greedy, {"name": "t2-v2", "version": 2,
+                                                          "path": second.path}).result()["texts"]
+    v1 = handle.generate.remote([first_prompt], greedy, {"name": "t2-v1", "version": 1,
+                                                         "path": first.path}).result()["texts"]
     assert v2[0].startswith("nn.Linear") and v1[0].startswith("nn.Conv2d"), (v1, v2)
 
 
@@ -93,4 +95,4 @@ def test_a_cancelled_request_stops_generating(llm_setup):
     started = time.monotonic()
     short = handle.generate.remote([prompt], {"max_new_tokens": 4, "temperature": 0.0, "stop": []}, None).result()
     waited = time.monotonic() - started
-    assert len(short) == 1 and waited < long_s / 3, (waited, long_s)
+    assert len(short["texts"]) == 1 and short["tokens"] == 4 and waited < long_s / 3, (waited, long_s)

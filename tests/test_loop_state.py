@@ -116,6 +116,22 @@ def test_a_capped_run_stops_generating_and_finishes_when_drained():
     assert loop.finished
 
 
+def test_a_budget_of_candidates_sent_is_never_overshot():
+    loop = make(max_sent=5, per_cycle=4, cycles=5)
+    new, _ = fill(loop, ["new", "new", "invalid", "duplicate"])  # 2 sent
+    for cid in new:
+        loop.finished_candidate(cid, accepted=False)
+    while not loop.generation_over:
+        batch = loop.next_batch(6)
+        assert batch is not None and batch.size <= 5 - loop.sent_total
+        kinds = ["new"] * batch.size  # the worst case: every prompt in flight comes back new
+        new_ids = [f"x{batch.index + i}" for i in range(batch.size)]
+        loop.admitted(batch, kinds, new_ids)
+        for cid in new_ids:
+            loop.finished_candidate(cid, accepted=False)
+    assert loop.sent_total == 5
+
+
 def test_stop_and_withdraw_end_the_run_without_the_queued_candidates():
     loop = make()
     new, _ = fill(loop, ["new"] * 4)
@@ -177,6 +193,7 @@ def test_the_budget_is_what_the_config_says():
                              "loop.max_candidates=40", "learner.max_failures=2"])
     assert Budget.from_config(cfg) == Budget(cycles=7, per_cycle=5, max_generations_per_cycle=160, every_k=3,
                                              max_candidates=40, max_learner_failures=2)
+    assert Budget.from_config(load_config(None, ["loop.max_sent=12"])).max_sent == 12
 
 
 def test_the_state_machine_needs_no_ray():

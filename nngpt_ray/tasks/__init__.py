@@ -1,4 +1,5 @@
-"""Prompt stages on the shared backbone: `fill` (compact, for small models) and `code` (whole modules)."""
+"""Prompt stages on the shared backbone: `fill` (compact, for small models), `code` (whole modules) and
+`hpo` (hyperparameters for a given network)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,20 @@ def make_task(kind: str, dataset: DatasetInfo, epochs: int, transform: Transform
         from nngpt_ray.tasks.code import CodeTask
 
         return CodeTask(dataset, epochs, transform, examples)
+    if kind == "hpo":
+        from nngpt_ray.tasks.hpo import HpoTask
+
+        return HpoTask(dataset, epochs, transform, examples)
     raise ValueError(f"unknown task {kind!r}")
 
 
-__all__ = ["Prompt", "Task", "make_task"]
+def identity_for(kind: str):
+    """The function that says what dedup compares for a task kind (the code; for hpo, code and settings)."""
+    if kind == "hpo":
+        from nngpt_ray.tasks.hpo import HpoTask
+
+        return HpoTask.identity
+    return Task.identity
+
+
+__all__ = ["Prompt", "Task", "identity_for", "make_task"]

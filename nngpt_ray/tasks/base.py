@@ -60,6 +60,11 @@ class Task(ABC):
     def example(self, prompt: Prompt, spec: CandidateSpec) -> tuple[dict[str, Any], str]:
         """A supervised fine-tuning pair (prompt payload, ideal completion) from a good result."""
 
+    @staticmethod
+    def identity(spec: CandidateSpec) -> str:
+        """What dedup compares: the network's code (the `hpo` task adds its hyperparameters)."""
+        return spec.code
+
     def dataset_line(self) -> str:
         d = self.dataset
         side = self.transform.resize

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nngpt_ray.serve.engines.base import Adapter, Engine, Sampling
+from nngpt_ray.serve.engines.base import Adapter, Engine, Generated, Sampling
 
 
 def make_engine(kind: str, **options) -> Engine:
@@ -18,4 +18,4 @@ def make_engine(kind: str, **options) -> Engine:
     raise ValueError(f"unknown engine {kind!r}")
 
 
-__all__ = ["Adapter", "Engine", "Sampling", "make_engine"]
+__all__ = ["Adapter", "Engine", "Generated", "Sampling", "make_engine"]

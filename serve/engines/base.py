@@ -21,6 +21,12 @@ class Adapter:
 
 
 @dataclass(frozen=True)
+class Generated:
+    texts: list[str]  # one completion per prompt
+    tokens: int  # new tokens generated for all prompts together (the LLM's cost)
+
+
+@dataclass(frozen=True)
 class Sampling:
     max_new_tokens: int = 320
     temperature: float = 1.0
@@ -33,9 +39,9 @@ class Sampling:
 class Engine(ABC):
     @abstractmethod
     def generate(self, prompts: list[str], sampling: Sampling, adapter: Adapter | None,
-                 cancel: threading.Event | None = None) -> list[str]:
-        """One completion per prompt (prompt text excluded, cut at the first stop string). When `cancel`
-        is set, stop as soon as possible (the caller no longer wants the answer)."""
+                 cancel: threading.Event | None = None) -> Generated:
+        """One completion per prompt (prompt text excluded, cut at the first stop string), and the tokens
+        generated. When `cancel` is set, stop as soon as possible (the caller no longer wants the answer)."""
 
     @abstractmethod
     def load_adapter(self, adapter: Adapter) -> None:

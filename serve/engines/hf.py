@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from nngpt_ray.serve.engines.base import Adapter, Engine, Sampling, cut_at_stop
+from nngpt_ray.serve.engines.base import Adapter, Engine, Generated, Sampling, cut_at_stop
 
 
 class TransformersEngine(Engine):
@@ -43,7 +43,7 @@ class TransformersEngine(Engine):
         return list(self.loaded)
 
     def generate(self, prompts: list[str], sampling: Sampling, adapter: Adapter | None,
-                 cancel: threading.Event | None = None) -> list[str]:
+                 cancel: threading.Event | None = None) -> Generated:
         import contextlib
 
         import torch
@@ -77,5 +77,7 @@ class TransformersEngine(Engine):
                 options.update(stopping_criteria=StoppingCriteriaList([Cancelled()]))
             with context, torch.no_grad():
                 out = model.generate(**enc, **options)
-        texts = self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        return [cut_at_stop(t, sampling.stop) for t in texts]
+        new = out[:, enc["input_ids"].shape[1]:]
+        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        tokens = int((new != self.tokenizer.pad_token_id).sum())
+        return Generated([cut_at_stop(t, sampling.stop) for t in texts], tokens)

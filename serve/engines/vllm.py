@@ -7,7 +7,7 @@ version has a new name and a new id.
 
 from __future__ import annotations
 
-from nngpt_ray.serve.engines.base import Adapter, Engine, Sampling
+from nngpt_ray.serve.engines.base import Adapter, Engine, Generated, Sampling
 
 
 class VLLMEngine(Engine):
@@ -34,7 +34,7 @@ class VLLMEngine(Engine):
     def loaded_adapters(self) -> list[str]:
         return list(self.loaded)
 
-    def generate(self, prompts: list[str], sampling: Sampling, adapter: Adapter | None, cancel=None) -> list[str]:
+    def generate(self, prompts: list[str], sampling: Sampling, adapter: Adapter | None, cancel=None) -> Generated:
         from vllm import SamplingParams
         from vllm.lora.request import LoRARequest
 
@@ -45,4 +45,4 @@ class VLLMEngine(Engine):
         if adapter:
             self.load_adapter(adapter)
         outputs = self.llm.generate(prompts, params, lora_request=request, use_tqdm=False)
-        return [o.outputs[0].text for o in outputs]
+        return Generated([o.outputs[0].text for o in outputs], sum(len(o.outputs[0].token_ids) for o in outputs))

@@ -1,0 +1,86 @@
+"""`nngpt compare` on real local Ray: the LLM loop, Ray Tune + Optuna TPE and random search, a tiny
+budget on digits, one seed. The searches' trials train in the same sandbox and land in the same store."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli, tiny_loop_settings
+from nngpt_ray.config import Config
+from nngpt_ray.sandbox.process import MARKER_VAR
+from nngpt_ray.store import Store
+
+BUDGET = 4
+
+
+@pytest.fixture(scope="module")
+def comparison(ray_session, tiny_model, tmp_path_factory):
+    from nngpt_ray.baselines.compare import compare
+
+    out = tmp_path_factory.mktemp("compare")
+    cfg = Config.model_validate({**tiny_loop_settings(tiny_model), "train": {"epochs": 2},
+                                 "learner": {"every_k": 2, "accept_threshold": 0.3, "epochs": 2, "batch_size": 4},
+                                 "loop": {"cycles": 2}})
+    summary = compare(cfg, ["llm", "tpe", "random"], BUDGET, 1, out, scheduler="asha")
+    return out, summary
+
+
+def test_the_summary_has_the_documented_shape(comparison):
+    out, summary = comparison
+    assert (summary["dataset"], summary["budget"], summary["epochs"]) == ("digits", BUDGET, 2)
+    assert set(summary["methods"]) == {"llm", "tpe", "random"}
+    for method, m in summary["methods"].items():
+        assert {"runs", "best_mean", "best_std"} <= set(m)
+        (run,) = m["runs"]
+        assert {"seed", "best", "top5_mean", "trained", "trainer_seconds", "curve"} <= set(run)
+        assert run["seed"] == 0 and run["sent"] == BUDGET == len(run["curve"])  # equal budget, every method
+        assert run["curve"] == sorted(run["curve"]) and run["curve"][-1] == (run["best"] or 0.0)
+        assert 0 <= run["trained"] <= BUDGET and run["trainer_seconds"] > 0
+        assert (run["llm_seconds"] > 0) == (method == "llm")  # only the LLM pays for generation
+
+
+def test_tpe_trials_ran_through_ray_tune_and_the_sandbox(comparison):
+    out, summary = comparison
+    run = out / "tpe-s0"
+    assert (run / "tune" / "search").is_dir()  # Ray Tune's experiment directory, under the run
+    store = Store(run / "store.sqlite", readonly=True)
+    rows = [r for r in store.table("candidates") if r["code"]]
+    assert len(rows) == BUDGET and {r["method"] for r in rows} == {"tpe"}
+    for r in rows:
+        assert r["stage"] == "finished" and json.loads(r["protections"])["process"].startswith("own session")
+        assert [a["outcome"] for a in store.attempts(r["id"])] == ["completed"]
+    assert store.totals()["trained_twice"] == 0
+    assert len(store.tests()) == 1  # its best network, scored once on the test split
+
+
+def test_stopped_trials_leave_no_process_behind(comparison):
+    marker = f"{MARKER_VAR}=".encode()
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                env = Path(f"/proc/{pid}/environ").read_bytes()
+            except OSError:
+                continue
+            assert marker not in env, f"process {pid} of a sandbox is still alive"
+
+
+def test_the_status_command_reads_a_search_run(comparison):
+    out, _ = comparison
+    proc = run_cli("status", str(out / "random-s0"), "--json")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["totals"]["generated"] == BUDGET
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--methods", "llm,bayes"], "unknown method bayes; choose from llm, tpe, random"),
+    (["--budget", "0"], "--budget must be at least 1 (got 0)"),
+    (["--dataset", "cifar10", "--set", "data.data_dir=/nonexistent"], "dataset 'cifar10' was not found in /nonexistent"),
+    (["--set", "task.families=[resnet, resnot]"], "unknown seed family resnot"),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, args, message):
+    proc = run_cli("compare", "--out", str(tmp_path), *args, timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
