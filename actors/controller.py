@@ -28,14 +28,16 @@ from ray.serve.exceptions import DeploymentUnavailableError
 from nngpt_ray import faults, outcomes
 from nngpt_ray.actors.launcher import Handles, _cause
 from nngpt_ray.config import Config
-from nngpt_ray.corpus import CorpusEntry, seed_entries
+from nngpt_ray.bootstrap import replay_examples
+from nngpt_ray.corpus import CorpusEntry, family_of, seed_entries
 from nngpt_ray.datasets import dataset_info
 from nngpt_ray.failures import FailureKind
 from nngpt_ray.loop import Action, Admission, Advance, Batch, Budget, Learn, Loop, Note
 from nngpt_ray.parsing import ParseFailure
 from nngpt_ray.rundir import RunDir
 from nngpt_ray.serve.engines.base import Adapter
-from nngpt_ray.source import short_hash
+from nngpt_ray.gate import GateSample, decide, judge
+from nngpt_ray.source import code_hash, short_hash
 from nngpt_ray.spec import CandidateSpec, EvalResult, Origin, Transform
 from nngpt_ray.store import Store
 from nngpt_ray.tasks import make_task
@@ -87,6 +89,25 @@ class Wakeup:
             await waiter
 
 
+async def gate_sample(llm, dedup, task, prompts: list[Prompt], sampling: dict, adapter: Adapter | None) -> GateSample:
+    """Completions of `prompts` under `adapter`, judged as the loop judges them (nothing is recorded)."""
+    generated = await llm.generate.remote([p.payload() for p in prompts], sampling,
+                                          dataclasses.asdict(adapter) if adapter else None)
+    kinds, seen = [], set()
+    for prompt, text in zip(prompts, generated["texts"], strict=True):
+        try:
+            spec = task.parse(prompt, text, Origin(task=task.kind))
+        except ParseFailure:
+            kinds.append("invalid")
+            continue
+        identity = task.identity(spec)
+        verdict = await dedup.peek.remote(identity)
+        new = verdict.kind == "new" and code_hash(identity) not in seen
+        seen.add(code_hash(identity))
+        kinds.append("new" if new else "duplicate")
+    return judge(kinds)
+
+
 class Controller:
     def __init__(self, cfg: Config, run: RunDir, handles: Handles) -> None:
         self.cfg, self.rundir, self.h = cfg, run, handles
@@ -98,6 +119,8 @@ class Controller:
                               Transform(resize=cfg.data.resize, normalize=cfg.data.normalize, hflip=cfg.data.hflip),
                               cfg.task.examples)
         self.seeds = seed_entries(cfg.task.families)
+        gate_rng = random.Random(f"{cfg.run.seed}:gate")  # the same prompts for every gate of the run
+        self.gate_prompts = [self.task.prompt(self.seeds, gate_rng) for _ in range(cfg.learner.gate_prompts)]
         self.queue: asyncio.Queue[tuple[CandidateSpec, int]] = asyncio.Queue()
         self.retries: list[tuple[Prompt, str]] = []  # re-prompts after a parse failure, with the failed candidate
         self.events: list[str] = []
@@ -208,26 +231,40 @@ class Controller:
         retries, self.retries = self.retries[:batch.size], self.retries[batch.size:]
         prompts = [(p, 2, parent) for p, parent in retries]
         pool = await self._pool()
-        prompts += [(self.task.prompt(pool, rng), 1, None) for _ in range(batch.size - len(prompts))]
+        fresh = batch.size - len(prompts)
+        if self.cfg.learner.grpo:  # groups: each prompt sampled group_size times (the last group may be short)
+            group = self.cfg.learner.group_size
+            prompts += [(p, 1, None) for p in (self.task.prompt(pool, rng) for _ in range(-(-fresh // group)))
+                        for _ in range(group)][:fresh]
+        else:
+            prompts += [(self.task.prompt(pool, rng), 1, None) for _ in range(fresh)]
         adapter = self.adapters.get(batch.adapter)
-        sampling = {"max_new_tokens": self.cfg.llm.max_new_tokens, "temperature": self.cfg.llm.temperature,
-                    "top_p": self.cfg.llm.top_p, "top_k": self.cfg.llm.top_k, "stop": list(self.task.stop),
-                    "seed": rng.randrange(2**31)}
+        sampling = self._sampling(rng.randrange(2**31)) | {"logprobs": self.cfg.learner.grpo}
         generated = await self._complete([p.payload() for p, _, _ in prompts], sampling, adapter)
-        completions = generated["texts"]
         await self.h.store.add_generation.remote(batch.cycle, batch.adapter, len(prompts), generated["tokens"],
                                                  generated["seconds"])
         kinds: list[Admission] = []
         new: list[CandidateSpec] = []
-        for i, ((prompt, attempt, parent), completion) in enumerate(zip(prompts, completions, strict=True)):
-            kind, spec = await self._admit(batch, batch.index + i, prompt, completion, attempt, parent)
+        samples = []
+        for i, ((prompt, attempt, parent), completion) in enumerate(zip(prompts, generated["texts"], strict=True)):
+            kind, candidate_id, spec = await self._admit(batch, batch.index + i, prompt, completion, attempt, parent)
             kinds.append(kind)
             if spec is not None:
                 new.append(spec)
+            if generated["token_ids"] is not None and attempt == 1:  # a re-prompt is not part of a group
+                samples.append((candidate_id, f"{batch.index}:{prompt.id}", batch.adapter, prompt.id,
+                                generated["token_ids"][i], generated["logprobs"][i], sampling["temperature"]))
+        if samples:
+            await self.h.store.add_samples.remote(samples)
         actions = self.loop.admitted(batch, kinds, [s.id for s in new])
         for spec in new:
             self.queue.put_nowait((spec, 0))
         await self._act(actions)
+
+    def _sampling(self, seed: int) -> dict[str, Any]:
+        llm = self.cfg.llm
+        return {"max_new_tokens": llm.max_new_tokens, "temperature": llm.temperature, "top_p": llm.top_p,
+                "top_k": llm.top_k, "stop": list(self.task.stop), "seed": seed}
 
     async def _complete(self, payloads: list[dict], sampling: dict, adapter: Adapter | None) -> dict[str, Any]:
         """One generation request. While Serve replaces a dead replica, wait and ask again; an error raised
@@ -253,8 +290,9 @@ class Controller:
             delay = min(delay * 2, 15.0)
 
     async def _admit(self, batch: Batch, index: int, prompt: Prompt, completion: str, attempt: int,
-                     parent: str | None) -> tuple[Admission, CandidateSpec | None]:
-        """Parse, dedup and record one completion; a new candidate is returned for training."""
+                     parent: str | None) -> tuple[Admission, str, CandidateSpec | None]:
+        """Parse, dedup and record one completion: how it was judged, its candidate id, and (a new one) its
+        spec, for training."""
         kind = self.task.kind
         origin = Origin(task=kind, prompt_id=prompt.id, parents=[*prompt.parents, *([parent] if parent else [])],
                         adapter=batch.adapter, cycle=batch.cycle, sample=str(index), attempt=attempt)
@@ -269,7 +307,8 @@ class Controller:
             await store.add_candidate.remote(candidate_id, status=failure.kind, error=failure.diagnostic, **common)
             if attempt == 1 and self.cfg.task.reprompt:
                 self.retries.append((self.task.reprompt(prompt, completion, failure.diagnostic), candidate_id))
-            return "invalid", None
+            return "invalid", candidate_id, None
+        spec.origin.family = prompt.context.get("family") or family_of(spec.code)
         verdict = await self.h.dedup.check.remote(spec.id, self.task.identity(spec))
         if verdict.kind != "new":
             await store.add_candidate.remote(
@@ -277,17 +316,18 @@ class Controller:
                 similarity=verdict.similarity,
                 error=f"{verdict.kind.replace('_', ' ')} of {verdict.similar_to} (Jaccard {verdict.similarity})",
                 **common)
-            return "duplicate", None
+            return "duplicate", spec.id, None
         await store.add_candidate.remote(spec.id, spec=spec, similar_to=verdict.similar_to,
                                          similarity=verdict.similarity, **common)
         (self.rundir.networks / f"{spec.id}.py").write_text(spec.code)
         faults.point("controller.admitted")
-        return "new", spec
+        return "new", spec.id, spec
 
     async def _pool(self) -> list[CorpusEntry]:
         """Prompt material: the best accepted candidates of this run first, then the seeds."""
         rows = await self.h.store.best.remote(self.cfg.data.dataset, 16)
-        grown = [CorpusEntry(name=r["id"], code=r["code"], accuracy=r["best_accuracy"], dataset=self.cfg.data.dataset)
+        grown = [CorpusEntry(name=r["id"], code=r["code"], accuracy=r["best_accuracy"], dataset=self.cfg.data.dataset,
+                             family=CandidateSpec.model_validate_json(r["spec"]).origin.family)
                  for r in rows if r["best_accuracy"] >= self.cfg.learner.accept_threshold]
         return grown + self.seeds
 
@@ -383,21 +423,17 @@ class Controller:
         self.wakeup.notify()
 
     async def _learn(self, action: Learn) -> None:
-        cfg, store, version = self.cfg, self.h.store, action.version
-        rows = await store.accepted.remote(cfg.learner.accept_threshold, cfg.learner.max_examples)
-        examples = []
-        for row in rows:
-            payload = await store.prompt.remote(row["prompt_id"])
-            spec = CandidateSpec.model_validate_json(row["spec"])
-            prompt = Prompt(task=self.task.kind, text=payload["text"],
-                            messages=tuple(payload["messages"]) if payload["messages"] else None)
-            examples.append(self.task.example(prompt, spec))
-        previous = self.adapters.get(self.loop.adapter)
-        self._event(f"update v{version} started on {len(examples)} accepted results")
+        """One update: what to learn from, the learner's new adapter, the gate, and the loop told which."""
+        cfg, store, version = self.cfg.learner, self.h.store, action.version
+        examples = await self._sft_examples() if cfg.sft else []
+        groups = await self._grpo_groups() if cfg.grpo else []
+        active = self.adapters.get(self.loop.adapter)
+        self._event(f"update v{version} started: {len(examples)} SFT examples, {len(groups)} GRPO groups")
         try:
             await _ready(self.h.learner)  # a learner that died is being restarted by Ray: wait for it
-            report = await self.h.learner.update.remote(examples, str(self.rundir.adapter(version)),
-                                                        previous.path if previous else None)
+            report = await self.h.learner.update.remote(
+                str(self.rundir.adapter(version)), examples=examples, groups=groups,
+                previous=active.path if active else None, sft_from_previous=cfg.continue_adapter)
         except ray.exceptions.RayError as err:
             reason = f"learner lost ({type(err).__name__})" if isinstance(err, _UNAVAILABLE) else _cause(err)
             await self._act(self.loop.update_failed(version, reason))
@@ -406,10 +442,69 @@ class Controller:
         await store.add_adapter.remote(version, adapter.name, adapter.path, report.examples, report.loss, report.seconds)
         await self.h.llm.load_adapter.remote(dataclasses.asdict(adapter))  # warm one replica; others load lazily
         self.adapters[version] = adapter
-        await store.decide_adapter.remote(version, "staged", f"{report.examples} examples, loss {report.loss:.3f}")
         self._event(f"adapter v{version} trained: {report.examples} examples, loss {report.loss:.3f}, "
                     f"{report.seconds:.0f} s")
-        await self._act(self.loop.adapter_ready(version))
+        passed, reason, measured = await self._gate(adapter, active)
+        await store.decide_adapter.remote(version, "staged" if passed else "rejected", reason, measured)
+        if passed:
+            self._event(f"adapter v{version} staged: {reason}")
+            await self._act(self.loop.adapter_ready(version))
+        else:
+            await self._act(self.loop.adapter_rejected(version, reason))
+
+    async def _sft_examples(self) -> list[tuple]:
+        """Distinct accepted networks, each once: the best first, weighted by rank from 1.5 to 0.5 (or the
+        most recent, unweighted), mixed with `replay_ratio` examples replayed from the seed corpus. For the
+        hpo task: the best setting found for each network."""
+        cfg, store = self.cfg.learner, self.h.store
+        if self.task.kind == "hpo":
+            from nngpt_ray.tasks.hpo import examples_from
+
+            rows = await store.accepted.remote(0.0, 100_000, "rank")
+            pairs = [(*p, 1.0) for p in examples_from(rows, self.task)][:cfg.max_examples]
+        else:
+            rows = await store.accepted.remote(cfg.accept_threshold, cfg.max_examples, cfg.selection)
+            n = len(rows)
+            pairs = []
+            for i, row in enumerate(rows):
+                payload = await store.prompt.remote(row["prompt_id"])
+                prompt = Prompt(task=self.task.kind, text=payload["text"],
+                                messages=tuple(payload["messages"]) if payload["messages"] else None)
+                weight = 1.5 - i / (n - 1) if cfg.selection == "rank" and n > 1 else 1.0
+                pairs.append((*self.task.example(prompt, CandidateSpec.model_validate_json(row["spec"])), weight))
+        count = round(len(pairs) * cfg.replay_ratio / (1 - cfg.replay_ratio))
+        rng = random.Random(f"{self.cfg.run.seed}:replay:{self.loop.next_version}")
+        replay = replay_examples(self.cfg.llm.model, rng, count) if self.task.kind == "fill" else None
+        if replay is None:  # no bootstrap set to replay: the seed corpus in the task's own format
+            replay = self.task.replay(self.seeds, rng, count)
+        return pairs + [(*p, 1.0) for p in replay]
+
+    async def _grpo_groups(self) -> list[list[dict]]:
+        """Complete groups sampled by the active adapter, each completion with the reward the pipeline gave it."""
+        from nngpt_ray.grpo import reward
+
+        cfg = self.cfg.learner
+        out = []
+        for group in await self.h.store.groups.remote(self.loop.adapter, cfg.max_groups * 4):
+            rewards = [reward(g["status"], g["first_epoch_accuracy"], g["similarity"], cfg.novelty_weight) for g in group]
+            if len(group) < 2 or any(r is None for r in rewards):
+                continue  # still training, or too small to compare
+            out.append([g | {"reward": r} for g, r in zip(group, rewards, strict=True)])
+            if len(out) == cfg.max_groups:
+                break
+        return out
+
+    async def _gate(self, staged: Adapter, active: Adapter | None) -> tuple[bool, str, dict | None]:
+        """Sample the fixed gate prompts with the staged and the active adapter (same seed) and judge both."""
+        cfg = self.cfg.learner
+        if not cfg.gate_prompts:
+            return True, "no gate", None
+        measured = {}
+        for name, adapter in (("staged", staged), ("active", active)):
+            measured[name] = await gate_sample(self.h.llm, self.h.dedup, self.task, self.gate_prompts,
+                                               self._sampling(self.cfg.run.seed), adapter)
+        passed, reason = decide(measured["staged"], measured["active"], cfg.gate_tolerance)
+        return passed, reason, {k: v.as_dict() for k, v in measured.items()}
 
     # ------------------------------------------------------------------ reporting
 

@@ -1,4 +1,5 @@
-"""The dedup actor: one Deduplicator, rebuilt from the store when it starts (or restarts)."""
+"""The dedup actor: one Deduplicator, rebuilt when it starts (or restarts) from the seed corpus and the
+store: new means neither a seed nor anything the run made before."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import ray
 
 from nngpt_ray.config import DedupConfig
 from nngpt_ray.dedup import Deduplicator, Verdict
+from nngpt_ray.corpus import seed_entries, seed_spec
 from nngpt_ray.store import Store
 from nngpt_ray.tasks import identity_for
 
@@ -17,6 +19,8 @@ class DedupActor:
         cfg = DedupConfig.model_validate(cfg)
         self.dedup = Deduplicator(cfg.threshold, cfg.num_perm, cfg.shingle)
         identity = identity_for(task)
+        for seed in seed_entries():  # the corpus is known from the start: a seed written out again is not new
+            self.dedup.remember(f"seed:{seed.name}", identity(seed_spec(seed)))
         store = Store(store_path, readonly=True)
         for candidate_id, spec in store.unique_specs():
             self.dedup.remember(candidate_id, identity(spec))
@@ -24,6 +28,9 @@ class DedupActor:
 
     def check(self, candidate_id: str, code: str) -> Verdict:
         return self.dedup.check(candidate_id, code)
+
+    def peek(self, code: str) -> Verdict:
+        return self.dedup.peek(code)
 
     def known(self) -> list[str]:
         return list(self.dedup.ids)

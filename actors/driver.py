@@ -46,7 +46,7 @@ def execute(cfg: Config, run: RunDir, *, on_tick=None, console=None) -> Outcome:
 
                 ensure_embedded_model(console=console)
             started = time.monotonic()  # the deadline counts from here: the model build is a one-time step
-            _prepare_store(cfg, run)
+            run.prepare_store(cfg)
             say("starting Ray ..." if not cfg.ray.address else f"joining Ray at {cfg.ray.address} ...")
             init_ray(cfg)
             signal.signal(signal.SIGTERM, _raise_interrupt)  # ray.init installed its own
@@ -84,23 +84,6 @@ def summarize(run: RunDir, controller, ended: str, wall: float) -> dict[str, Any
                   "trainer_busy_fraction": controller.busy_fraction() if controller else None,
                   "adapters_applied": adapters, "events": controller.events if controller else []}
     return out
-
-
-def _prepare_store(cfg: Config, run: RunDir) -> None:
-    """Before any actor opens it: create the store (a new run: cycle 0, and which split each reported
-    number is from) or bring it up to date (a resume: an attempt still open belonged to the driver that
-    died, and its candidate goes back to the queue)."""
-    from nngpt_ray import datasets
-
-    store = Store(run.store, create=True)
-    try:
-        if store.meta("splits") is None:
-            store.set_meta("splits", json.dumps(datasets.from_config(cfg.data).splits()))
-        if not store.cycles():
-            store.start_cycle(0, 0)
-        store.interrupt_open_attempts()
-    finally:
-        store.close()
 
 
 def _raise_interrupt(signum, frame) -> None:

@@ -16,8 +16,10 @@ class LearnerActor:
     def __init__(self, cfg: dict) -> None:
         self.core = Learner(Config.model_validate(cfg))
 
-    def update(self, examples: list[tuple[dict, str]], out_dir: str, previous: str | None) -> AdapterReport:
-        return self.core.update(examples, out_dir, previous)
+    def update(self, out_dir: str, *, examples: list[tuple] = (), groups: list[list[dict]] = (),
+               previous: str | None = None, sft_from_previous: bool = False) -> AdapterReport:
+        return self.core.update(out_dir, examples=examples, groups=groups, previous=previous,
+                                sft_from_previous=sft_from_previous)
 
     def pid(self) -> int:
         return os.getpid()

@@ -63,7 +63,7 @@ def compare(cfg: Config, methods: list[str], budget: int, seeds: int, out: Path,
         for method in methods:
             run_cfg = method_config(cfg, method, seed, budget, out)
             run = RunDir(comparison.run_dir(out, method, seed)).create()
-            if _finished(run):
+            if finished(run):
                 say(f"{method}, seed {seed}: already finished in {run.root}")
             else:
                 say(f"{method}, seed {seed}: {budget} candidates into {run.root}")
@@ -77,28 +77,28 @@ def compare(cfg: Config, methods: list[str], budget: int, seeds: int, out: Path,
                 else:
                     _search(run_cfg, run, method, seed, budget, space, scheduler, search)
                 _final_test(run_cfg, run)
-                (run.root / "compare.json").write_text(json.dumps({"finished": True, "method": method, "seed": seed}))
+                mark_finished(run, method=method, seed=seed)
             store = Store(run.store, readonly=True)
             runs.append(comparison.read_run(store, method, seed))
             store.close()
     return comparison.summarize(runs, cfg.data.dataset, budget, cfg.train.epochs)
 
 
-def _finished(run: RunDir) -> bool:
+def finished(run: RunDir) -> bool:
+    """The comparison already completed this run (an interrupted comparison skips it on resume)."""
     marker = run.root / "compare.json"
     return marker.exists() and json.loads(marker.read_text()).get("finished", False)
+
+
+def mark_finished(run: RunDir, **info) -> None:
+    (run.root / "compare.json").write_text(json.dumps({"finished": True, **info}))
 
 
 def _search(cfg: Config, run: RunDir, method: str, seed: int, budget: int, space: SearchSpace, scheduler,
             search) -> None:
     from nngpt_ray.actors.launcher import store_only
 
-    store = Store(run.store, create=True)
-    if not store.cycles():
-        store.start_cycle(0, 0)
-    store.set_meta("splits", json.dumps(datasets.from_config(cfg.data).splits()))
-    store.interrupt_open_attempts()  # a trial that was running when the comparison was interrupted
-    store.close()
+    run.prepare_store(cfg)
     with store_only(run):
         search(cfg, run, method, seed, budget, space, scheduler=scheduler)
 

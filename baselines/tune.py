@@ -61,9 +61,10 @@ def searcher(method: Method, seed: int, concurrency: int):
 
 
 def search(cfg: Config, run: RunDir, method: Method, seed: int, budget: int, space: SearchSpace, *,
-           scheduler: Literal["asha"] | None = None, code: str | None = None) -> None:
+           scheduler: Literal["asha"] | None = None, code: str | None = None, every_network: bool = False) -> None:
     """Run `budget` trials of `space` (a fixed network's hyperparameters when `code` is given). The run's
-    store actor must be up (the trials write to it)."""
+    store actor must be up (the trials write to it). `every_network` (random search only): `budget`
+    random settings for each network of the space, instead of `budget` trials in all."""
     logging.getLogger("ray.tune").setLevel(logging.ERROR)
     trainable = tune.with_resources(
         tune.with_parameters(SandboxTrainable, run=run.root.name, method=method,
@@ -77,7 +78,8 @@ def search(cfg: Config, run: RunDir, method: Method, seed: int, budget: int, spa
             if scheduler == "asha" else None
         tuner = tune.Tuner(
             trainable,
-            param_space={d.name: domain(d) for d in space.dimensions()},
+            param_space={d.name: tune.grid_search(list(d.values)) if every_network and d.name == "family" else domain(d)
+                         for d in space.dimensions()},
             tune_config=tune.TuneConfig(search_alg=searcher(method, seed, cfg.trainers.count), scheduler=schedule,
                                         num_samples=budget, reuse_actors=True,
                                         max_concurrent_trials=cfg.trainers.count),

@@ -99,6 +99,7 @@ def build(target: Path, recipe: Recipe, say) -> dict:
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    write_replay(tmp, examples)
     validity = sample_validity(model, tokenizer, rng, recipe.families)
     manifest = {"recipe": asdict(recipe), "examples": len(examples), "final_loss": loss, "sampled_validity": validity,
                 "seconds": round(time.monotonic() - started, 1), "task": "fill"}
@@ -111,6 +112,29 @@ def build(target: Path, recipe: Recipe, say) -> dict:
     say(f"  done in {manifest['seconds']:.0f} s; loss {loss:.3f}; sampled fills valid: "
         f"{validity['valid']}/{validity['sampled']} parse, {validity['builds']}/{validity['sampled']} build and run")
     return manifest
+
+
+REPLAY_FILE = "replay.jsonl"
+
+
+def write_replay(target: Path, examples: list[tuple[str, str]]) -> None:
+    """Keep the training pairs with the model: the loop's updates replay them (the bootstrap distribution,
+    validated mutants of every family), so fine-tuning on a run's own results does not narrow the model."""
+    with open(target / REPLAY_FILE, "w") as f:
+        for prompt, completion in examples:
+            f.write(json.dumps({"prompt": prompt, "completion": completion}) + "\n")
+
+
+def replay_examples(model: str | None, rng: random.Random, n: int) -> list[tuple[dict, str]] | None:
+    """`n` pairs from the embedded model's bootstrap set, as (prompt payload, completion); None when the
+    configured model has none (then the task replays the seed corpus)."""
+    if model is not None or n <= 0:
+        return None if model is not None else []
+    path = require_embedded_model() / REPLAY_FILE
+    if not path.exists():
+        return None
+    lines = path.read_text().splitlines()
+    return [({"text": (item := json.loads(line))["prompt"]}, item["completion"]) for line in rng.sample(lines, min(n, len(lines)))]
 
 
 def fill_tasks() -> dict[str, FillTask]:
@@ -182,7 +206,7 @@ def train(model, tokenizer, examples, recipe: Recipe, say) -> float:
     model.train()
     start, done, recent, next_report = time.monotonic(), 0, [], 0.1
     while True:
-        for ids, labels, mask in batches(encoded, recipe.batch_size, tokenizer.pad_token_id, rng):
+        for ids, labels, mask, _ in batches(encoded, recipe.batch_size, tokenizer.pad_token_id, rng):
             progress = max(done / recipe.train_steps, (time.monotonic() - start) / recipe.max_train_seconds)
             if progress >= 1:
                 model.eval()

@@ -190,7 +190,7 @@ def _print_result(result, splits: dict) -> None:
 # ---------------------------------------------------------------- status / export
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from nngpt_ray.report import status, status_table
+    from nngpt_ray.report import novelty_table, status, status_table
     from nngpt_ray.rundir import RunDir
     from nngpt_ray.store import Store
 
@@ -201,6 +201,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
     else:
         out_console.print(status_table(summary, title=str(run.root)))
+        out_console.print(novelty_table(summary))
     return 0
 
 
@@ -223,7 +224,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from nngpt_ray.actors.driver import execute
     from nngpt_ray.api import prepare_run
     from nngpt_ray.progress import Progress
-    from nngpt_ray.report import status_table
+    from nngpt_ray.report import novelty_table, status_table
 
     overrides = list(args.set)
     for flag, key in (("cycles", "loop.cycles"), ("candidates", "loop.max_candidates"), ("minutes", "loop.max_minutes"),
@@ -235,6 +236,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         outcome = execute(cfg, run, on_tick=progress.update, console=err_console)
     summary = outcome.summary
     err_console.print(status_table(summary, title=f"{run.root}"))
+    if summary["cycles"]:
+        err_console.print(novelty_table(summary))
     info = summary["run"]
     err_console.print(f"wall {info.get('wall_seconds', 0):.0f} s; adapters applied: {info.get('adapters_applied', 0)}; "
                       f"trainer busy fraction: {info.get('trainer_busy_fraction')}")

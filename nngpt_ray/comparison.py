@@ -143,6 +143,44 @@ def plot(summary: dict[str, Any], path: Path) -> Path:
     return path
 
 
+HPO_METHODS = (("defaults", "the network's own defaults"), ("llm_base", "one-shot LLM, base model"),
+               ("llm_tuned", "one-shot LLM, fine-tuned"), ("tpe_1", "TPE, 1 trial"), ("tpe_5", "TPE, 5 trials"),
+               ("tpe_20", "TPE, 20 trials"))
+
+
+def hpo_summary(rows: list[dict[str, Any]], dataset: str, epochs: int, held_out: list[str], trained_on: list[str],
+                examples: int, parse_failures: dict[str, int]) -> dict[str, Any]:
+    """Per held-out network, each method's accuracy and its regret to the best any evaluation found for
+    that network (the TPE trials beyond 20 included, when there are)."""
+    for row in rows:
+        row["best_found"] = max(v for k, v in row.items() if k != "network" and isinstance(v, float))
+    methods = {}
+    for key, label in HPO_METHODS:
+        accuracies = [r[key] for r in rows]
+        methods[key] = {"label": label, "mean_accuracy": _mean(accuracies),
+                        "mean_regret": _mean(r["best_found"] - r[key] for r in rows)}
+    return {"mode": "hpo", "dataset": dataset, "epochs": epochs, "held_out": held_out, "trained_on": trained_on,
+            "examples": examples, "parse_failures": parse_failures, "networks": rows, "methods": methods}
+
+
+def hpo_table(summary: dict[str, Any]):
+    from rich import box
+    from rich.table import Table
+
+    t = Table(title=f"one-shot hyperparameters on {len(summary['networks'])} held-out networks "
+                    f"({summary['dataset']}, {summary['epochs']} epochs)", box=box.SIMPLE_HEAD)
+    for name in ("method", "mean accuracy", "mean regret"):
+        t.add_column(name, justify="right")
+    for m in summary["methods"].values():
+        t.add_row(m["label"], _pct(m["mean_accuracy"]), _pct(m["mean_regret"]))
+    failures = summary["parse_failures"]
+    t.caption = (f"held out: {', '.join(summary['held_out'])}; the LLM learned from the best setting of "
+                 f"{summary['examples']} networks of {', '.join(summary['trained_on'])} (and mutants). Unparsable "
+                 f"answers score 0: base {failures.get('base', 0)}, fine-tuned {failures.get('tuned', 0)}. Regret: the "
+                 f"best accuracy any method found for the network minus the method's (validation split).")
+    return t
+
+
 def save(summary: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(summary, indent=2))
 

@@ -148,10 +148,29 @@ class PredictorConfig(Section):
 
 
 class LearnerConfig(Section):
+    kind: Literal["sft", "grpo", "sft+grpo"] = Field("sft", description="sft: supervised on accepted results; grpo: "
+                                                     "policy gradient on groups of completions rewarded by the pipeline")
     every_k: int = Field(8, ge=1, description="accepted results between two LoRA updates")
     max_failures: int = Field(3, ge=1, description="failed updates in a row before learning is turned off")
     accept_threshold: float = Field(0.8, ge=0, le=1, description="best accuracy an accepted result needs")
-    max_examples: int = Field(96, ge=1, description="most recent accepted examples used per update")
+    max_examples: int = Field(96, ge=1, description="accepted results (distinct networks) used per update")
+    selection: Literal["rank", "recent"] = Field("rank", description="which accepted results an update learns from: "
+                                                 "the best (weighted by rank) or the most recent")
+    replay_ratio: float = Field(0.5, ge=0, lt=1, description="share of each update's examples replayed from the "
+                                                             "seed corpus, so the model does not narrow to its own")
+    continue_adapter: bool = Field(False, description="start each SFT update from the active adapter instead of a "
+                                                      "fresh one")
+    gate_prompts: int = Field(12, ge=0, description="fixed prompts sampled with a new adapter before it goes live; 0: "
+                                                    "no gate")
+    gate_tolerance: float = Field(0.1, ge=0, le=1, description="a new adapter's novel yield on the gate prompts may "
+                                                               "fall this far below the active one's")
+    group_size: int = Field(4, ge=2, description="GRPO: completions per prompt (a group needs two to compare)")
+    max_groups: int = Field(32, ge=1, description="GRPO: most recent complete groups per update")
+    grpo_kl: float = Field(0.04, ge=0, description="GRPO: weight of the KL penalty to the base model")
+    grpo_clip: float = Field(0.2, gt=0, lt=1, description="GRPO: clipping of the probability ratio")
+    grpo_steps: int = Field(2, ge=1, description="GRPO: passes over the groups per update")
+    grpo_lr: float = Field(1e-3, gt=0)
+    novelty_weight: float = Field(0.5, ge=0, description="GRPO: reward for how unlike earlier networks a trained one is")
     epochs: int = Field(4, ge=1)
     lr: float = Field(2e-3, gt=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
@@ -163,6 +182,14 @@ class LearnerConfig(Section):
     num_cpus: float = Field(0.5, ge=0)
     num_gpus: float = Field(0, ge=0)
     threads: int = Field(1, ge=1)
+
+    @property
+    def sft(self) -> bool:
+        return self.kind in ("sft", "sft+grpo")
+
+    @property
+    def grpo(self) -> bool:
+        return self.kind in ("grpo", "sft+grpo")
 
 
 class LoopConfig(Section):

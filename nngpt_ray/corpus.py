@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from importlib import resources
 
 _HP_LINE = re.compile(r"^# hyperparameters: (\{.*\})\s*$", re.M)
@@ -58,3 +59,27 @@ def seed_entries(families: Sequence[str] | None = None) -> list[CorpusEntry]:
         code = resources.files("nngpt_ray.seeds").joinpath(f"{name}.py").read_text()
         out.append(CorpusEntry(name=name, code=code, hyperparameters=hyperparameters_comment(code), family=name))
     return out
+
+
+def seed_spec(seed: CorpusEntry):
+    """A seed network as a candidate with its own hyperparameters (what the corpus already holds)."""
+    from nngpt_ray.spec import CandidateSpec, Hyperparameters, Origin
+
+    values = {k: v for k, v in seed.hyperparameters.items() if k != "epochs"}
+    return CandidateSpec(code=seed.code, hyperparameters=Hyperparameters(**values),
+                         origin=Origin(task="seed", family=seed.name))
+
+
+@cache
+def _seed_sketches() -> tuple:
+    from nngpt_ray.dedup import Deduplicator
+
+    index = Deduplicator(num_perm=128)
+    return index, tuple((s.name, index.sketch(s.code)) for s in seed_entries())
+
+
+def family_of(code: str) -> str:
+    """The seed family `code` is most similar to (MinHash Jaccard over code tokens)."""
+    index, sketches = _seed_sketches()
+    sketch = index.sketch(code)
+    return max(sketches, key=lambda item: item[1].jaccard(sketch))[0]

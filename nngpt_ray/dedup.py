@@ -46,9 +46,19 @@ class Deduplicator:
 
     def check(self, candidate_id: str, code: str) -> Verdict:
         """Judge `code`; a new one is remembered, duplicates are not."""
+        verdict, h, sketch = self._judge(code)
+        if verdict.kind == "new":
+            self._add(candidate_id, h, sketch)
+        return verdict
+
+    def peek(self, code: str) -> Verdict:
+        """Judge `code` without remembering it (the activation gate's samples are not candidates)."""
+        return self._judge(code)[0]
+
+    def _judge(self, code: str) -> tuple[Verdict, str, MinHash | None]:
         h = code_hash(code)
         if h in self.exact:
-            return Verdict("duplicate", self.exact[h], 1.0)
+            return Verdict("duplicate", self.exact[h], 1.0), h, None
         sketch = self.sketch(code)
         hits = self.lsh.query(sketch)
         if hits:
@@ -56,10 +66,9 @@ class Deduplicator:
             best = max(hits, key=lambda cid: self._similarity(sketch, index[cid]))
             similarity = self._similarity(sketch, index[best])
             if similarity >= self.threshold:
-                return Verdict("near_duplicate", best, round(similarity, 4))
+                return Verdict("near_duplicate", best, round(similarity, 4)), h, sketch
         nearest, similarity = self._nearest(sketch)
-        self._add(candidate_id, h, sketch)
-        return Verdict("new", nearest, None if similarity is None else round(similarity, 4))
+        return Verdict("new", nearest, None if similarity is None else round(similarity, 4)), h, sketch
 
     def remember(self, candidate_id: str, code: str) -> None:
         """Add an already-judged candidate (rebuilding from the store)."""
@@ -85,3 +94,16 @@ class Deduplicator:
         scores = (self._matrix == sketch.hashvalues).mean(axis=1)
         i = int(scores.argmax())
         return self.ids[i], float(scores[i])
+
+
+def mean_pairwise_similarity(codes: list[str], num_perm: int = 128, shingle: int = 3) -> float | None:
+    """Mean estimated Jaccard similarity over all pairs of `codes` (1.0: all alike; lower: more diverse)."""
+    if len(codes) < 2:
+        return None
+    index = Deduplicator(num_perm=num_perm, shingle=shingle)
+    signatures = np.stack([index.sketch(c).hashvalues for c in codes])
+    total, pairs = 0.0, 0
+    for i in range(len(codes) - 1):
+        total += float((signatures[i + 1:] == signatures[i]).mean(axis=1).sum())
+        pairs += len(codes) - 1 - i
+    return total / pairs

@@ -56,22 +56,39 @@ def render(payload: dict[str, Any], tokenizer: Any) -> str:
     return "\n\n".join(m["content"] for m in messages) + "\n\n"
 
 
-def encode_examples(tokenizer, examples: list[tuple[str, str]], max_len: int) -> list[tuple[list[int], list[int]]]:
-    """Token ids and labels; the loss covers the completion (and the end token) only.
+def fit_to_length(prompt: list[int], completion: list[int], max_len: int) -> tuple[list[int], list[int]] | None:
+    """Prompt and completion token ids within `max_len`: the whole completion survives, and of a prompt
+    that is too long its head (the instructions) and its tail (what the completion continues) are kept,
+    its middle dropped. None when the completion alone does not leave room for a prompt."""
+    if len(prompt) + len(completion) <= max_len:
+        return prompt, completion
+    budget = max_len - len(completion)
+    if budget < 32:
+        return None
+    head = budget // 2
+    return prompt[:head] + prompt[len(prompt) - (budget - head):], completion
 
-    Prompt and completion are tokenized separately, exactly as at generation time."""
+
+def encode_examples(tokenizer, examples: list[tuple], max_len: int) -> list[tuple[list[int], list[int], float]]:
+    """(token ids, labels, weight) per (prompt, completion[, weight]) pair; the loss covers the completion
+    (and the end token) only. Prompt and completion are tokenized separately, exactly as at generation
+    time. An example whose completion cannot fit is left out."""
     out = []
-    for prompt, completion in examples:
+    for example in examples:
+        prompt, completion = example[0], example[1]
+        weight = float(example[2]) if len(example) > 2 else 1.0
         p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         c = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        ids = (p + c)[-max_len:]
-        labels = ([-100] * len(p) + c)[-max_len:]
-        out.append((ids, labels))
+        fitted = fit_to_length(p, c, max_len)
+        if fitted is None:
+            continue
+        p, c = fitted
+        out.append((p + c, [-100] * len(p) + c, weight))
     return out
 
 
 def batches(encoded, batch_size: int, pad_id: int, rng: random.Random):
-    """Length-bucketed, right-padded batches in random order: (input_ids, labels, attention_mask)."""
+    """Length-bucketed, right-padded batches in random order: (input_ids, labels, attention_mask, weights)."""
     import torch
 
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
@@ -83,8 +100,21 @@ def batches(encoded, batch_size: int, pad_id: int, rng: random.Random):
         labels = torch.full((len(group), width), -100)
         mask = torch.zeros((len(group), width), dtype=torch.long)
         for row, i in enumerate(group):
-            x, y = encoded[i]
+            x, y = encoded[i][0], encoded[i][1]
             ids[row, :len(x)] = torch.tensor(x)
             labels[row, :len(y)] = torch.tensor(y)
             mask[row, :len(x)] = 1
-        yield ids, labels, mask
+        weights = torch.tensor([encoded[i][2] if len(encoded[i]) > 2 else 1.0 for i in group])
+        yield ids, labels, mask, weights
+
+
+def token_logprobs(model, ids, mask, labels, temperature: float = 1.0):
+    """Per-token log-probabilities of `labels` (-100: not scored) under `model`, and the mask of scored
+    tokens: both (batch, length - 1). The logits are divided by `temperature`, as at sampling."""
+    import torch
+
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float() / max(temperature, 1e-6)
+    targets = labels[:, 1:]
+    scored = targets != -100
+    logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return logprobs * scored, scored

@@ -1,20 +1,22 @@
 """LoRA supervised fine-tuning with peft: one adapter version per call.
 
-Each version starts from the previous adapter (or a fresh one) and is trained on the latest
-accepted (prompt, completion) pairs with linear warm-up and cosine decay, then saved as its own
-directory. The base weights are never changed, so any version can be served or compared later.
+A version starts from a fresh adapter (or, with `learner.continue_adapter`, from the previous one) and is
+trained on weighted (prompt, completion) pairs with linear warm-up and cosine decay, then saved as its
+own directory. The base weights are never changed, so any version can be served or compared later.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from nngpt_ray.config import LearnerConfig
-from nngpt_ray.llm import batches, encode_examples
+from nngpt_ray.llm import batches, encode_examples, token_logprobs
 
 # Attention and MLP projections of Llama/Qwen/Mistral-style models (the embedded model is a Llama).
 DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -29,16 +31,12 @@ class AdapterReport:
     seconds: float
 
 
-def train_adapter(base, tokenizer, examples: list[tuple[str, str]], out_dir: Path, cfg: LearnerConfig,
-                  previous: Path | None = None, seed: int = 0, max_len: int = 1024) -> AdapterReport:
-    """Train a LoRA adapter on `examples` (rendered prompt, completion) and save it to `out_dir`.
-
-    `base` is left as it was (the LoRA layers are removed again before returning)."""
-    import torch
+@contextlib.contextmanager
+def attached(base, cfg: LearnerConfig, previous: Path | None = None) -> Iterator:
+    """`base` with a trainable LoRA adapter (loaded from `previous`, or fresh); the LoRA layers are
+    stripped again when the block ends, even after an error, so `base` is the plain base model again."""
     from peft import LoraConfig, PeftModel, get_peft_model
 
-    started = time.monotonic()
-    torch.manual_seed(seed)
     if previous is not None:
         model = PeftModel.from_pretrained(base, str(previous), is_trainable=True)
     else:
@@ -46,9 +44,21 @@ def train_adapter(base, tokenizer, examples: list[tuple[str, str]], out_dir: Pat
         model = get_peft_model(base, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                                 target_modules=targets, task_type="CAUSAL_LM"))
     try:
-        return _train(model, tokenizer, examples, out_dir, cfg, seed, max_len, started)
+        yield model
     finally:
-        model.unload()  # strip the LoRA layers, even after an error: `base` is the plain base model again
+        model.unload()
+
+
+def train_adapter(base, tokenizer, examples: list[tuple], out_dir: Path, cfg: LearnerConfig,
+                  previous: Path | None = None, seed: int = 0, max_len: int = 1024) -> AdapterReport:
+    """Train a LoRA adapter on `examples` (rendered prompt, completion[, weight]) and save it to `out_dir`.
+    The loss of each example is its completion's mean token loss, times its weight."""
+    import torch
+
+    started = time.monotonic()
+    torch.manual_seed(seed)
+    with attached(base, cfg, previous) as model:
+        return _train(model, tokenizer, examples, out_dir, cfg, seed, max_len, started)
 
 
 def _train(model, tokenizer, examples, out_dir, cfg, seed, max_len, started) -> AdapterReport:
@@ -65,8 +75,11 @@ def _train(model, tokenizer, examples, out_dir, cfg, seed, max_len, started) -> 
     model.train()
     losses = []
     for _ in range(cfg.epochs):
-        for ids, labels, mask in batches(encoded, cfg.batch_size, tokenizer.pad_token_id, rng):
-            loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
+        for ids, labels, mask, weights in batches(encoded, cfg.batch_size, tokenizer.pad_token_id, rng):
+            logprobs, scored = token_logprobs(model, ids.to(device), mask.to(device), labels.to(device))
+            per_example = -logprobs.sum(1) / scored.sum(1).clamp(min=1)
+            weights = weights.to(device)
+            loss = (per_example * weights).sum() / weights.sum()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()

@@ -36,8 +36,36 @@ def status(store: Store) -> dict[str, Any]:
     splits = store.meta("splits")
     tests = [{"candidate_id": t["candidate_id"], "split": t["split"], "test_accuracy": t["accuracy"],
               "val_accuracy": t["val_accuracy"], "status": t["status"]} for t in store.tests()]
-    return {"cycles": cycle_rows(store.cycle_stats()), "totals": store.totals(), "tests": tests,
-            "splits": json.loads(splits) if splits else None}
+    cycles = cycle_rows(store.cycle_stats())
+    novelty = novelty_rows(store)
+    for c in cycles:
+        c.update(novelty.get(c["cycle"], {}))
+    return {"cycles": cycles, "totals": store.totals(), "tests": tests, "splits": json.loads(splits) if splits else None}
+
+
+def novelty_rows(store: Store) -> dict[int, dict[str, Any]]:
+    """Per cycle, what the valid rate alone hides: novel yield (unique / generated), the distinct seed
+    families among the unique, their mean pairwise MinHash similarity (lower is more diverse), their mean
+    first-epoch validation accuracy, and what the LLM spent per unique candidate."""
+    from nngpt_ray.corpus import family_of
+    from nngpt_ray.dedup import mean_pairwise_similarity
+
+    unique, cost = store.unique_by_cycle(), store.generation_cost()
+    out = {}
+    for row in store.cycle_stats():
+        cycle, rows = row["cycle"], unique.get(row["cycle"], [])
+        firsts = [r["first"] for r in rows if r["first"] is not None]
+        seconds, tokens = cost.get(cycle, (0.0, 0))
+        similarity = mean_pairwise_similarity([r["code"] for r in rows])
+        out[cycle] = {
+            "novel_yield": round(len(rows) / row["generated"], 4) if row["generated"] else None,
+            "families": len({r["family"] or family_of(r["code"]) for r in rows}),  # older stores lack it
+            "diversity_similarity": round(similarity, 4) if similarity is not None else None,
+            "first_epoch_accuracy": round(sum(firsts) / len(firsts), 4) if firsts else None,
+            "llm_seconds_per_unique": round(seconds / len(rows), 2) if rows else None,
+            "llm_tokens_per_unique": round(tokens / len(rows), 1) if rows else None,
+        }
+    return out
 
 
 def status_table(summary: dict[str, Any], title: str = "nngpt-ray run") -> Table:
@@ -59,6 +87,23 @@ def status_table(summary: dict[str, Any], title: str = "nngpt-ray run") -> Table
             caption.append(f"test split, {test['candidate_id']}: {_pct(test['test_accuracy'])} "
                            f"(validation {_pct(test['val_accuracy'])})")
     table.caption = "\n".join(caption)
+    return table
+
+
+def novelty_table(summary: dict[str, Any], title: str = "novelty per cycle") -> Table:
+    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for name in ("cycle", "dup", "near", "novel%", "families", "similar", "1st ep", "LLM s/new", "tok/new"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for c in summary["cycles"]:
+        table.add_row(str(c["cycle"]), str(c["duplicates"]), str(c["near_duplicates"]),
+                      "-" if c.get("novel_yield") is None else f"{100 * c['novel_yield']:.0f}",
+                      str(c.get("families", "-")),
+                      "-" if c.get("diversity_similarity") is None else f"{c['diversity_similarity']:.2f}",
+                      _pct(c.get("first_epoch_accuracy")),
+                      "-" if c.get("llm_seconds_per_unique") is None else f"{c['llm_seconds_per_unique']:.1f}",
+                      "-" if c.get("llm_tokens_per_unique") is None else f"{c['llm_tokens_per_unique']:.0f}")
+    table.caption = ("novel% = unique / generated; similar = mean pairwise MinHash similarity of the cycle's unique "
+                     "networks (lower: more diverse); 1st ep = their mean first-epoch validation accuracy")
     return table
 
 

@@ -40,6 +40,22 @@ class RunDir:
     def adapter(self, version: int) -> Path:
         return self.adapters / f"v{version}"
 
+    def prepare_store(self, cfg) -> None:
+        """Before any actor opens the store: create it (cycle 0, and which split each reported number is
+        from) or bring it up to date (an attempt still open belonged to a driver that died: its candidate
+        goes back to the queue)."""
+        import json
+
+        from nngpt_ray import datasets
+        from nngpt_ray.store import Store
+
+        with Store(self.store, create=True) as store:
+            if store.meta("splits") is None:
+                store.set_meta("splits", json.dumps(datasets.from_config(cfg.data).splits()))
+            if not store.cycles():
+                store.start_cycle(0, 0)
+            store.interrupt_open_attempts()
+
     def create(self) -> RunDir:
         for d in (self.root, self.networks, self.adapters, self.logs):
             d.mkdir(parents=True, exist_ok=True)

@@ -56,6 +56,7 @@ class Origin(Record):
     cycle: int | None = None
     sample: str = ""  # unique generation key inside a run (keeps ids of identical completions apart)
     attempt: int = 1  # 2 = the re-prompt after a parse failure
+    family: str = ""  # the seed family it descends from (its reference's, or the most similar seed's)
 
 
 class CandidateSpec(Record):

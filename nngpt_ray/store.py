@@ -67,12 +67,17 @@ CREATE TABLE events (
 CREATE TABLE generations (
     id INTEGER PRIMARY KEY AUTOINCREMENT, cycle INTEGER, adapter INTEGER, prompts INTEGER NOT NULL,
     tokens INTEGER, seconds REAL NOT NULL, created REAL NOT NULL);
+CREATE TABLE samples (
+    candidate_id TEXT PRIMARY KEY, group_id TEXT NOT NULL, adapter INTEGER NOT NULL, prompt_id TEXT NOT NULL,
+    tokens TEXT NOT NULL, logprobs TEXT NOT NULL, temperature REAL NOT NULL);
+CREATE INDEX samples_group ON samples (adapter, group_id);
 CREATE TABLE tests (
     candidate_id TEXT NOT NULL, split TEXT NOT NULL, accuracy REAL, val_accuracy REAL, status TEXT NOT NULL,
     error TEXT, seconds REAL, created REAL NOT NULL, PRIMARY KEY (candidate_id, split))
 """,
 }
-TABLES = ("candidates", "epochs", "attempts", "adapters", "cycles", "prompts", "events", "tests", "generations")
+TABLES = ("candidates", "epochs", "attempts", "adapters", "cycles", "prompts", "events", "tests", "generations",
+          "samples")
 
 
 class Store:
@@ -162,6 +167,12 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ meta
 
@@ -295,6 +306,14 @@ class Store:
         self.db.execute("INSERT INTO generations (cycle, adapter, prompts, tokens, seconds, created) "
                         "VALUES (?, ?, ?, ?, ?, ?)", (cycle, adapter, prompts, tokens, seconds, time.time()))
 
+    def add_samples(self, rows: list[tuple[str, str, int, str, list[int], list[float], float]]) -> None:
+        """GRPO material: (candidate id, group id, adapter, prompt id, sampled token ids, their log-probabilities,
+        temperature) of each completion of a group."""
+        self.db.executemany(
+            "INSERT OR IGNORE INTO samples (candidate_id, group_id, adapter, prompt_id, tokens, logprobs, temperature) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(c, g, a, p, json.dumps(t), json.dumps(lp), temp) for c, g, a, p, t, lp, temp in rows])
+
     def add_test(self, candidate_id: str, split: str, result: EvalResult) -> None:
         """A final evaluation of a network on `split` (a retrain scored once on it)."""
         self.db.execute(
@@ -352,12 +371,31 @@ class Store:
             "ORDER BY created, id").fetchall()
         return [(r[0], CandidateSpec.model_validate_json(r[1])) for r in rows]
 
-    def accepted(self, threshold: float, limit: int) -> list[dict[str, Any]]:
-        """The most recent accepted candidates, newest first."""
+    def accepted(self, threshold: float, limit: int, order: str = "recent") -> list[dict[str, Any]]:
+        """Accepted candidates, one per distinct network (its best result): the most recent first, or
+        (`order="rank"`) the best first."""
+        by = "finished DESC" if order == "recent" else "best_accuracy DESC, finished DESC"
         rows = self.db.execute(
-            f"SELECT * FROM candidates WHERE stage='finished' AND {outcomes.sql_accepted()} "
-            "ORDER BY finished DESC LIMIT ?", (threshold, limit)).fetchall()
-        return [dict(r) for r in rows]
+            f"SELECT *, MAX(best_accuracy) FROM candidates WHERE stage='finished' AND {outcomes.sql_accepted()} "
+            f"GROUP BY code_hash ORDER BY {by} LIMIT ?", (threshold, limit)).fetchall()
+        return [{k: r[k] for k in r.keys() if k != "MAX(best_accuracy)"} for r in rows]
+
+    def groups(self, adapter: int, limit: int) -> list[list[dict[str, Any]]]:
+        """GRPO groups sampled by `adapter`, most recent first: per completion its tokens, log-probabilities,
+        prompt and what became of it (status, first-epoch accuracy, similarity to its nearest earlier network)."""
+        rows = self.db.execute("""
+            SELECT s.group_id, s.candidate_id, s.tokens, s.logprobs, s.temperature, p.text AS prompt, c.status,
+                   c.similarity, e.val_accuracy AS first_epoch_accuracy, c.created
+            FROM samples s JOIN candidates c ON c.id = s.candidate_id JOIN prompts p ON p.id = s.prompt_id
+            LEFT JOIN epochs e ON e.candidate_id = s.candidate_id AND e.epoch = 1
+            WHERE s.adapter = ? ORDER BY c.created DESC""", (adapter,)).fetchall()
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for r in rows:
+            item = dict(r)
+            item["tokens"], item["logprobs"] = json.loads(item["tokens"]), json.loads(item["logprobs"])
+            item["prompt"] = json.loads(item["prompt"])
+            groups.setdefault(r["group_id"], []).append(item)
+        return list(groups.values())[:limit]
 
     def best(self, dataset: str, limit: int) -> list[dict[str, Any]]:
         """The best trained candidates on `dataset` by validation accuracy: the corpus grows from these."""
@@ -394,6 +432,23 @@ class Store:
             FROM candidates c LEFT JOIN cycles y ON y.cycle = c.cycle
             WHERE c.cycle IS NOT NULL GROUP BY c.cycle ORDER BY c.cycle""").fetchall()
         return [dict(r) for r in rows]
+
+    def unique_by_cycle(self) -> dict[int, list[dict[str, Any]]]:
+        """Per cycle, its unique candidates: id, code, family and first-epoch validation accuracy (if any)."""
+        rows = self.db.execute(f"""
+            SELECT c.cycle, c.id, c.code, json_extract(c.spec, '$.origin.family') AS family, e.val_accuracy AS first
+            FROM candidates c LEFT JOIN epochs e ON e.candidate_id = c.id AND e.epoch = 1
+            WHERE c.cycle IS NOT NULL AND c.code IS NOT NULL AND {outcomes.sql_unique('c.status')}
+            ORDER BY c.cycle, c.created""").fetchall()
+        out: dict[int, list[dict[str, Any]]] = {}
+        for r in rows:
+            out.setdefault(r["cycle"], []).append(dict(r))
+        return out
+
+    def generation_cost(self) -> dict[int, tuple[float, int]]:
+        """Per cycle: the LLM's seconds and tokens."""
+        rows = self.db.execute("SELECT cycle, SUM(seconds), SUM(tokens) FROM generations GROUP BY cycle").fetchall()
+        return {r[0]: (r[1] or 0.0, int(r[2] or 0)) for r in rows}
 
     def totals(self) -> dict[str, int]:
         stats = self.cycle_stats()

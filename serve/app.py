@@ -45,7 +45,8 @@ class LLMServer:
                 "adapters": self.engine.loaded_adapters() if self.engine else []}
 
     async def generate(self, payloads: list[dict], sampling: dict, adapter: dict | None) -> dict[str, Any]:
-        """{"texts": one completion per prompt, "tokens": new tokens generated, "seconds": engine time}."""
+        """{"texts": one completion per prompt, "tokens": new tokens generated, "seconds": engine time,
+        "prompts": the rendered prompts, and with sampling["logprobs"]: "token_ids", "logprobs"}."""
         if self.engine is None:
             raise RuntimeError(self.error)
         cancel = threading.Event()
@@ -61,7 +62,8 @@ class LLMServer:
         started = time.monotonic()
         prompts = [render(p, self.engine.tokenizer) for p in payloads]
         out = self.engine.generate(prompts, Sampling(**sampling), Adapter(**adapter) if adapter else None, cancel)
-        return {"texts": out.texts, "tokens": out.tokens, "seconds": time.monotonic() - started}
+        return {"texts": out.texts, "tokens": out.tokens, "seconds": time.monotonic() - started,
+                "token_ids": out.token_ids, "logprobs": out.logprobs, "prompts": prompts}
 
     async def load_adapter(self, adapter: dict) -> list[str]:
         if self.engine is None:

@@ -40,7 +40,7 @@ def test_adapter_switch_is_observed_in_generation(llm_setup, tmp_path):
     before = handle.generate.remote([prompt], greedy, None).result()["texts"][0]
     assert not before.startswith(TARGET)
 
-    report = learner.update.remote([(prompt, TARGET)] * 4, str(tmp_path / "v1"), None)
+    report = learner.update.remote(str(tmp_path / "v1"), examples=[(prompt, TARGET)] * 4)
     import ray
 
     report = ray.get(report)
@@ -64,11 +64,11 @@ def test_a_second_version_builds_on_the_first(llm_setup, tmp_path):
     from safetensors.torch import load_file
 
     first_prompt, second_prompt = {"text": "### task: fill\n### dataset: digits\n"}, {"text": "### task: other\n"}
-    first = ray.get(learner.update.remote([(first_prompt, "nn.Conv2d ### end")] * 8, str(tmp_path / "v1"), None))
-    second = ray.get(learner.update.remote([(second_prompt, "nn.Linear ### end")] * 8, str(tmp_path / "v2"),
-                                           first.path))
-    fresh = ray.get(learner.update.remote([(second_prompt, "nn.Linear ### end")] * 8, str(tmp_path / "v2f"), None))
-    again = ray.get(learner.update.remote([(second_prompt, "nn.Linear ### end")] * 8, str(tmp_path / "v2g"), None))
+    first = ray.get(learner.update.remote(str(tmp_path / "v1"), examples=[(first_prompt, "nn.Conv2d ### end")] * 8))
+    second = ray.get(learner.update.remote(str(tmp_path / "v2"), examples=[(second_prompt, "nn.Linear ### end")] * 8,
+                                           previous=first.path, sft_from_previous=True))
+    fresh = ray.get(learner.update.remote(str(tmp_path / "v2f"), examples=[(second_prompt, "nn.Linear ### end")] * 8))
+    again = ray.get(learner.update.remote(str(tmp_path / "v2g"), examples=[(second_prompt, "nn.Linear ### end")] * 8))
     weights = {name: load_file(f"{path}/adapter_model.safetensors") for name, path in
                (("second", second.path), ("fresh", fresh.path), ("again", again.path))}
     assert all((weights["fresh"][k] == weights["again"][k]).all() for k in weights["fresh"])  # seeded: repeatable

@@ -101,9 +101,13 @@ def test_cycle_statistics_follow_the_outcome_definitions(store):
     store.complete(result(died, [0.95], failure=FailureKind.TIMEOUT))  # an epoch, then a failure: not trained
     summary = status(store)
     # `bad` parsed but could not be built: not a working network, so neither valid nor unique
-    assert summary["cycles"] == [{"cycle": 0, "generated": 6, "valid": 4, "unique": 3, "duplicates": 1,
-                                  "near_duplicates": 0, "trained": 2, "best_accuracy": 0.9, "mean_accuracy": 0.6,
-                                  "adapter": 0}]
+    (cycle,) = summary["cycles"]
+    assert {k: cycle[k] for k in ("cycle", "generated", "valid", "unique", "duplicates", "near_duplicates", "trained",
+                                  "best_accuracy", "mean_accuracy", "adapter")} == {
+        "cycle": 0, "generated": 6, "valid": 4, "unique": 3, "duplicates": 1, "near_duplicates": 0, "trained": 2,
+        "best_accuracy": 0.9, "mean_accuracy": 0.6, "adapter": 0}
+    # what the valid rate hides: 3 new of 6 generated; first epochs of the unique ones: 0.7, 0.3, 0.95
+    assert cycle["novel_yield"] == 0.5 and cycle["first_epoch_accuracy"] == 0.65 and cycle["families"] == 1
     assert summary["totals"] == {"generated": 6, "valid": 4, "unique": 3, "trained": 2, "trained_twice": 0}
     assert store.cycle_stats()[0]["queued"] == 4  # sent to training: good, bad, stopped, died
     assert [c for c, _ in store.unique_codes()] == [good.id, bad.id, stopped.id, died.id]

@@ -60,6 +60,23 @@ class Task(ABC):
     def example(self, prompt: Prompt, spec: CandidateSpec) -> tuple[dict[str, Any], str]:
         """A supervised fine-tuning pair (prompt payload, ideal completion) from a good result."""
 
+    def replay(self, seeds: list[CorpusEntry], rng: random.Random, n: int) -> list[tuple[dict[str, Any], str]]:
+        """`n` supervised pairs from the seed corpus, mixed into every update so fine-tuning on the run's own
+        results does not narrow the model to them: a prompt built from one seed, answered by
+        `replay_answer` (the seed itself, or another one where the task asks for something new)."""
+        pairs = []
+        for _ in range(n):
+            seed = rng.choice(seeds)
+            prompt = self.prompt([seed], rng)
+            answer = self.replay_answer(seed, seeds, rng)
+            spec = self.spec(answer.code, {k: v for k, v in answer.hyperparameters.items() if k != "epochs"},
+                             Origin(task=self.kind))
+            pairs.append(self.example(prompt, spec))
+        return pairs
+
+    def replay_answer(self, seed: CorpusEntry, seeds: list[CorpusEntry], rng: random.Random) -> CorpusEntry:
+        return seed
+
     @staticmethod
     def identity(spec: CandidateSpec) -> str:
         """What dedup compares: the network's code (the `hpo` task adds its hyperparameters)."""

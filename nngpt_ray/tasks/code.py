@@ -52,6 +52,11 @@ class CodeTask(Task):
         except (ValidationError, TypeError, ValueError) as err:
             raise ParseFailure(FailureKind.PARSE, f"bad hyperparameters or transform: {err}") from None
 
+    def replay_answer(self, seed: CorpusEntry, seeds: list[CorpusEntry], rng: random.Random) -> CorpusEntry:
+        """The prompt asks for a *different* network than its example: replay answers with another seed."""
+        others = [s for s in seeds if s.name != seed.name]
+        return rng.choice(others) if others else seed
+
     def reprompt(self, prompt: Prompt, completion: str, diagnostic: str) -> Prompt:
         messages = (*(prompt.messages or ()), {"role": "assistant", "content": completion},
                     {"role": "user", "content": f"Your answer could not be used.\n{diagnostic}\n"

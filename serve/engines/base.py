@@ -24,6 +24,8 @@ class Adapter:
 class Generated:
     texts: list[str]  # one completion per prompt
     tokens: int  # new tokens generated for all prompts together (the LLM's cost)
+    token_ids: list[list[int]] | None = None  # with Sampling.logprobs: each completion's tokens, as sampled
+    logprobs: list[list[float]] | None = None  # ... and their log-probabilities under the sampling policy
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class Sampling:
     top_k: int = 0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    logprobs: bool = False  # also return token ids and their log-probabilities (GRPO's old policy)
 
 
 class Engine(ABC):

@@ -75,9 +75,24 @@ class TransformersEngine(Engine):
                 options.update(stop_strings=list(sampling.stop), tokenizer=self.tokenizer)
             if cancel is not None:
                 options.update(stopping_criteria=StoppingCriteriaList([Cancelled()]))
+            if sampling.logprobs:
+                options.update(output_logits=True, return_dict_in_generate=True)
             with context, torch.no_grad():
                 out = model.generate(**enc, **options)
-        new = out[:, enc["input_ids"].shape[1]:]
+        sequences = out.sequences if sampling.logprobs else out
+        new = sequences[:, enc["input_ids"].shape[1]:]
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
-        tokens = int((new != self.tokenizer.pad_token_id).sum())
-        return Generated([cut_at_stop(t, sampling.stop) for t in texts], tokens)
+        real = new != self.tokenizer.pad_token_id
+        generated = Generated([cut_at_stop(t, sampling.stop) for t in texts], int(real.sum()))
+        if not sampling.logprobs:
+            return generated
+        # log-probabilities of the sampled tokens under the logits divided by the temperature: what the
+        # learner recomputes for the same tokens (raw logits, not top-k/top-p-processed scores)
+        logits = torch.stack(out.logits, dim=1).float() / max(sampling.temperature, 1e-6)
+        chosen = torch.log_softmax(logits, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
+        ids, logprobs = [], []
+        for row in range(len(prompts)):
+            keep = real[row].nonzero().flatten().tolist()
+            ids.append([int(new[row, i]) for i in keep])
+            logprobs.append([round(float(chosen[row, i]), 6) for i in keep])
+        return Generated(generated.texts, generated.tokens, ids, logprobs)
