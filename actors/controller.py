@@ -26,6 +26,7 @@ import ray
 from ray.serve.exceptions import DeploymentUnavailableError
 
 from nngpt_ray import faults, outcomes
+from nngpt_ray.actors import metrics
 from nngpt_ray.actors.launcher import Handles, _cause
 from nngpt_ray.config import Config
 from nngpt_ray.bootstrap import replay_examples
@@ -130,7 +131,7 @@ class Controller:
         self.interrupted = self.deadline_hit = False
         self.wakeup = Wakeup()
         self.tasks: set[asyncio.Task] = set()
-        self.generator: asyncio.Task | None = None
+        self.generators: list[asyncio.Task] = []
         self.started = time.monotonic()
         self.stats: list[dict] = []
         self._reader: Store | None = None
@@ -146,11 +147,10 @@ class Controller:
         await self._act(self.loop.start())
         for i, trainer in enumerate(self.h.trainers):
             self._spawn(f"trainer-{i}", self._train_worker(trainer))
-        self.generator = self._spawn("llm", self._generate())
+        self.generators = [self._spawn("llm", self._generate()) for _ in range(self.cfg.llm.requests_in_flight)]
         if deadline_s is not None:
             self._spawn("deadline", self._deadline(deadline_s))
-        if on_tick is not None:
-            self._spawn("progress", self._tick(on_tick))
+        self._spawn("progress", self._tick(on_tick))
         try:
             await self.wakeup.until(lambda: self.loop.finished or self.failure is not None or self.interrupted)
         finally:
@@ -200,8 +200,8 @@ class Controller:
         await asyncio.sleep(max(0.0, seconds - (time.monotonic() - self.started)))
         self.deadline_hit = True
         self.loop.stop()
-        if self.generator is not None:
-            self.generator.cancel()
+        for generator in self.generators:
+            generator.cancel()
         withdrawn = 0
         while not self.queue.empty():
             spec, _ = self.queue.get_nowait()
@@ -514,10 +514,21 @@ class Controller:
         if self.h.store is not None:
             self.h.store.add_event.remote("event", text, self.loop.cycle)  # fire and forget: ordered per actor
 
-    async def _tick(self, on_tick: Callable[[dict], None]) -> None:
+    async def _tick(self, on_tick: Callable[[dict], None] | None) -> None:
+        """Every second: the progress display (if any); every few seconds: the driver's dashboard gauges."""
+        beat = 0
         while True:
             self.stats = await asyncio.to_thread(self._read_stats)
-            on_tick(self.snapshot())
+            if on_tick is not None:
+                on_tick(self.snapshot())
+            if beat % 5 == 0:
+                trained = [c for c in self.stats if c["trained"]]
+                metrics.gauges(self.h.run, {
+                    "queue_depth": self.queue.qsize(), "trainer_busy_fraction": self.busy_fraction(),
+                    "best_accuracy": max((c["best_accuracy"] for c in trained), default=None),
+                    "mean_accuracy": trained[-1]["mean_accuracy"] if trained else None,
+                    "active_adapter": self.loop.adapter, "cycle": self.loop.cycle})
+            beat += 1
             await asyncio.sleep(1.0)
 
     def _read_stats(self) -> list[dict]:

@@ -42,9 +42,7 @@ def execute(cfg: Config, run: RunDir, *, on_tick=None, console=None) -> Outcome:
         try:
             cfg.preflight()
             if cfg.llm.model is None:
-                from nngpt_ray.bootstrap import ensure_embedded_model
-
-                ensure_embedded_model(console=console)
+                cfg = _with_embedded_model(cfg, run, console)
             started = time.monotonic()  # the deadline counts from here: the model build is a one-time step
             run.prepare_store(cfg)
             say("starting Ray ..." if not cfg.ray.address else f"joining Ray at {cfg.ray.address} ...")
@@ -68,6 +66,22 @@ def execute(cfg: Config, run: RunDir, *, on_tick=None, console=None) -> Outcome:
     summary = summarize(run, controller, ended, time.monotonic() - started)
     (run.root / "summary.json").write_text(json.dumps(summary, indent=2))
     return Outcome(summary, ended, error)
+
+
+def _with_embedded_model(cfg: Config, run: RunDir, console) -> Config:
+    """The embedded model (built once per machine) copied into the run directory, and the config pointed
+    at the copy: on a cluster the run directory is the storage every node sees, a node's cache is not."""
+    import shutil
+
+    from nngpt_ray.bootstrap import ensure_embedded_model
+    from nngpt_ray.config import with_overrides
+
+    source = ensure_embedded_model(console=console)
+    copy = run.root / "model"
+    if not (copy / "manifest.json").exists():
+        shutil.copytree(source, copy.with_name("model.partial"), dirs_exist_ok=True)
+        copy.with_name("model.partial").rename(copy)
+    return with_overrides(cfg, [f"llm.model={copy}"])
 
 
 def summarize(run: RunDir, controller, ended: str, wall: float) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """The launcher: joins or starts Ray, places the run's actors and the LLM application, and hands back
 typed handles. It decides where things run; the controller decides what they do.
 
-    store, dedup, predictor   on the driver's node (the store is SQLite: one writer, local disk)
-    trainer-0..N              spread over the cluster, `trainers.num_cpus/num_gpus` each
+    store, dedup, predictor   on the driver's node: SQLite must have one writer on a local disk (its locking
+                              is not safe over NFS), and `ray job submit` runs the driver on the head
+    trainer-0..N              spread over the cluster's nodes, `trainers.num_cpus/num_gpus/resources` each
     learner                   `learner.num_cpus/num_gpus`
     LLM application           Ray Serve, `llm.replicas` replicas
 
@@ -65,12 +66,29 @@ def init_ray(cfg: Config) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     if address:
+        _reachable(address)
         ray.init(address=address, namespace=cfg.ray.namespace, log_to_driver=False)
         return
     # it announces, as a warning, that token authentication is on: the safe default for an instance we own
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     ray.init(address="local", num_cpus=cfg.ray.num_cpus, namespace=cfg.ray.namespace, log_to_driver=False,
              include_dashboard=cfg.ray.dashboard, configure_logging=True, logging_level=logging.WARNING)
+
+
+def _reachable(address: str, timeout_s: float = 15.0) -> None:
+    """Fail within `timeout_s`, with one line, when nothing answers at `address` (ray.init would retry a dead
+    head for minutes). Addresses Ray resolves itself ("auto", "local", a ray:// client URL) are left to it."""
+    import socket
+
+    if address in ("auto", "local") or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s):
+            return
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot reach the Ray cluster at {address} ({getattr(err, 'strerror', None) or err}); "
+                        f"check ray.address / RAY_ADDRESS, or unset both to start a local Ray") from None
 
 
 @contextlib.contextmanager
@@ -90,7 +108,7 @@ def store_only(run: RunDir) -> Iterator[Any]:
     name = actor_name("store", run.root.name)
     _kill_if_alive(name)
     here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-    store = StoreActor.options(name=name, scheduling_strategy=here).remote(str(run.store))
+    store = StoreActor.options(name=name, scheduling_strategy=here).remote(str(run.store), run=run.root.name)
     try:
         ray.get(store.__ray_ready__.remote())
         yield store
@@ -110,18 +128,20 @@ def _start(cfg: Config, run: RunDir, h: Handles) -> None:
     for stage in stages:  # left by a driver of this run that was killed (resume): they go first
         _kill_if_alive(actor_name(stage, h.run))
     plain = cfg.model_dump(mode="json")
-    h.store = StoreActor.options(name=actor_name("store", h.run), scheduling_strategy=here).remote(str(run.store))
+    h.store = StoreActor.options(name=actor_name("store", h.run), scheduling_strategy=here).remote(str(run.store),
+                                                                                                     run=h.run)
     h.dedup = DedupActor.options(name=actor_name("dedup", h.run), scheduling_strategy=here).remote(
         cfg.dedup.model_dump(), str(run.store), cfg.task.kind)
     h.predictor = PredictorActor.options(name=actor_name("predictor", h.run), scheduling_strategy=here).remote(
         cfg.predictor.model_dump(), str(run.store))
     h.trainers = [
         TrainerActor.options(name=actor_name(f"trainer-{i}", h.run), num_cpus=cfg.trainers.num_cpus,
-                             num_gpus=cfg.trainers.num_gpus, scheduling_strategy="SPREAD", **env).remote(
+                             num_gpus=cfg.trainers.num_gpus, resources=cfg.trainers.resources or None,
+                             scheduling_strategy="SPREAD", **env).remote(
             plain, f"trainer-{i}", h.run)
         for i in range(cfg.trainers.count)]
     h.learner = LearnerActor.options(name=actor_name("learner", h.run), num_cpus=cfg.learner.num_cpus,
-                                     num_gpus=cfg.learner.num_gpus, **env).remote(plain)
+                                     num_gpus=cfg.learner.num_gpus, **env).remote(plain, h.run)
     quiet()
     serve.start(proxy_location="Disabled")
     h.serving = True

@@ -64,3 +64,7 @@ class TrainerActor:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def node(self) -> str:
+        """The Ray node this trainer runs on (the dashboard shows the same)."""
+        return ray.get_runtime_context().get_node_id()

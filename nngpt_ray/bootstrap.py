@@ -126,11 +126,9 @@ def write_replay(target: Path, examples: list[tuple[str, str]]) -> None:
 
 
 def replay_examples(model: str | None, rng: random.Random, n: int) -> list[tuple[dict, str]] | None:
-    """`n` pairs from the embedded model's bootstrap set, as (prompt payload, completion); None when the
-    configured model has none (then the task replays the seed corpus)."""
-    if model is not None or n <= 0:
-        return None if model is not None else []
-    path = require_embedded_model() / REPLAY_FILE
+    """`n` pairs from the bootstrap set kept with a model built here, as (prompt payload, completion); None
+    when the model has none (then the task replays the seed corpus)."""
+    path = Path(model or require_embedded_model()) / REPLAY_FILE
     if not path.exists():
         return None
     lines = path.read_text().splitlines()

@@ -81,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", help="output folder (default: RUN_DIR/export)")
     ex.set_defaults(handler=_cmd_export)
 
+    rp = sub.add_parser("report", help="a static HTML page with figures of one or more runs")
+    rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    rp.add_argument("--out", help="folder of the page (default: the first RUN_DIR/report)")
+    rp.set_defaults(handler=_cmd_report)
+
     cp = sub.add_parser("compare", help="the LLM loop against Ray Tune TPE and random search, at equal budget")
     with_config(cp)
     cp.add_argument("--dataset", help="dataset (data.dataset)")
@@ -205,6 +210,16 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from nngpt_ray.report_html import render
+    from nngpt_ray.rundir import RunDir
+
+    runs = [RunDir.existing(d) for d in args.run_dirs]
+    page = render(runs, Path(args.out) if args.out else runs[0].root / "report")
+    out_console.print(f"report: {page}")
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from nngpt_ray.export import export_parquet
     from nngpt_ray.rundir import RunDir
@@ -250,6 +265,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 130
     if outcome.ended == "deadline":
         err_console.print(f"stopped at the deadline; queued candidates are kept: nngpt run --resume {run.root}")
+    if summary["cycles"]:
+        from nngpt_ray.report_html import render
+
+        err_console.print(f"report: {render([run], run.root / 'report')}")
     err_console.print(f"results: {run.root}  (nngpt status {run.root}; nngpt export {run.root})")
     return 0
 

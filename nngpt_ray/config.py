@@ -87,6 +87,8 @@ class LLMConfig(Section):
     tensor_parallel: int = Field(1, ge=1)
     threads: int = Field(1, ge=1)
     batch_size: int = Field(6, ge=1, description="prompts per generation call")
+    requests_in_flight: int = Field(1, ge=1, description="generation calls the controller keeps open at once (one "
+                                                         "per replica keeps every replica busy)")
     max_new_tokens: int = Field(320, ge=8)
     temperature: float = Field(0.6, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
@@ -130,6 +132,8 @@ class TrainersConfig(Section):
     num_cpus: float = Field(0.5, ge=0)
     num_gpus: float = Field(0, ge=0)
     max_retries: int = Field(2, ge=0, description="re-queues of a candidate whose trainer died")
+    resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources per trainer (e.g. "
+                                                                          "{gpu_node: 1}) to place trainers on some nodes")
 
 
 class DedupConfig(Section):

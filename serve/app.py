@@ -28,10 +28,10 @@ DEPLOYMENT = "llm"
 
 @serve.deployment(name=DEPLOYMENT, max_ongoing_requests=4, health_check_period_s=10)
 class LLMServer:
-    def __init__(self, engine: str, options: dict[str, Any]) -> None:
+    def __init__(self, engine: str, options: dict[str, Any], run: str = "") -> None:
         from nngpt_ray.failures import UserError
 
-        self.started = time.time()
+        self.started, self.run = time.time(), run
         self.engine, self.error = None, None
         try:
             self.engine = make_engine(engine, **options)
@@ -62,6 +62,11 @@ class LLMServer:
         started = time.monotonic()
         prompts = [render(p, self.engine.tokenizer) for p in payloads]
         out = self.engine.generate(prompts, Sampling(**sampling), Adapter(**adapter) if adapter else None, cancel)
+        from nngpt_ray.actors import metrics
+
+        metrics.record("histogram", "nngpt_llm_request_seconds", "one generation request", time.monotonic() - started,
+                       self.run)
+        metrics.record("counter", "nngpt_llm_tokens", "tokens generated", float(out.tokens), self.run)
         return {"texts": out.texts, "tokens": out.tokens, "seconds": time.monotonic() - started,
                 "token_ids": out.token_ids, "logprobs": out.logprobs, "prompts": prompts}
 
@@ -93,7 +98,7 @@ def deploy(cfg, app_name: str):
     app = LLMServer.options(
         num_replicas=llm.replicas,
         ray_actor_options={"num_cpus": llm.num_cpus, "num_gpus": llm.num_gpus * llm.tensor_parallel},
-    ).bind(llm.engine, options)
+    ).bind(llm.engine, options, app_name.removeprefix("nngpt-llm-"))
     handle = serve.run(app, name=app_name, route_prefix=None)
     error = handle.status.remote().result()["error"]
     if error:

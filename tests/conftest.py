@@ -46,15 +46,27 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.ray)
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+METRICS_PORT = free_port()
+
+
 @pytest.fixture(scope="session")
 def ray_session():
-    """One real local Ray for the whole session (started on first use)."""
+    """One real local Ray for the whole session (started on first use), exporting metrics on METRICS_PORT
+    (the metrics agent runs with the dashboard)."""
     import logging
 
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, namespace="nngpt-tests", log_to_driver=False,
-             logging_level=logging.WARNING)
+    ray.init(num_cpus=4, include_dashboard=True, namespace="nngpt-tests", log_to_driver=False,
+             logging_level=logging.WARNING, _metrics_export_port=METRICS_PORT)
     yield ray
     from ray import serve
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import run_cli, tiny_loop_settings
+from conftest import METRICS_PORT, run_cli, tiny_loop_settings
 from nngpt_ray.config import Config
 from nngpt_ray.rundir import RunDir
 from nngpt_ray.store import Store
@@ -29,13 +29,44 @@ def finished_run(ray_session, tiny_model, tmp_path_factory):
     })
     run = RunDir.new(cfg.run.out_dir, cfg.run.name)
     run.config.write_text(cfg.to_yaml())
+    scraper = Scraper()
+    scraper.start()
     outcome = execute(cfg, run)
+    scraper.stop()
     assert outcome.ended == "done", outcome.error
-    return run, outcome.summary
+    return run, outcome.summary, scraper.lines
+
+
+class Scraper:
+    """What Prometheus would do: read the node's metrics export port every two seconds during the run."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.lines: set[str] = set()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.scrape, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join()
+
+    def scrape(self) -> None:
+        import urllib.request
+
+        while not self.done.wait(2.0):
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10).read().decode()
+            except OSError:
+                continue
+            self.lines.update(line for line in text.splitlines() if 'run="e2e"' in line)
 
 
 def test_cycles_candidates_and_adapters_are_recorded(finished_run):
-    run, summary = finished_run
+    run, summary, _ = finished_run
     cycles = summary["cycles"]
     assert [c["cycle"] for c in cycles] == [0, 1]
     assert all(c["generated"] >= 10 for c in cycles)
@@ -57,7 +88,7 @@ def test_cycles_candidates_and_adapters_are_recorded(finished_run):
 
 
 def test_every_generation_is_classified(finished_run):
-    run, _ = finished_run
+    run, _, _ = finished_run
     rows = Store(run.store, readonly=True).table("candidates")
     allowed = {"ok", "parse", "syntax", "contract", "unsafe", "forward", "train_error", "timeout", "memory", "nan",
                "duplicate", "near_duplicate", "stopped_early", "crashed"}
@@ -68,7 +99,7 @@ def test_every_generation_is_classified(finished_run):
 
 
 def test_status_command_matches_the_run(finished_run):
-    run, summary = finished_run
+    run, summary, _ = finished_run
     proc = run_cli("status", str(run.root), "--json")
     assert proc.returncode == 0, proc.stderr
     status = json.loads(proc.stdout)
@@ -78,7 +109,7 @@ def test_status_command_matches_the_run(finished_run):
 
 
 def test_the_final_networks_are_scored_once_on_the_test_split(finished_run):
-    run, summary = finished_run
+    run, summary, _ = finished_run
     store = Store(run.store, readonly=True)
     best = [r["id"] for r in store.best("digits", 3)]
     tests = store.tests()
@@ -89,3 +120,34 @@ def test_the_final_networks_are_scored_once_on_the_test_split(finished_run):
     for r in store.table("candidates"):
         if r["best_accuracy"] is not None:
             assert r["best_accuracy"] == max(e.val_accuracy for e in store.epochs(r["id"]))
+
+
+def test_the_run_is_visible_in_ray_metrics(finished_run):
+    """The actors' and the driver's metrics reached the node's metrics export port while the run went."""
+    _, summary, lines = finished_run
+    wanted = {"ray_nngpt_candidates_total": 'stage="generated"', "ray_nngpt_candidates_total ": 'stage="trained"',
+              "ray_nngpt_candidate_seconds_bucket": "", "ray_nngpt_llm_request_seconds_bucket": "",
+              "ray_nngpt_llm_tokens_total": "", "ray_nngpt_learner_loss": "", "ray_nngpt_trainer_busy_fraction": "",
+              "ray_nngpt_active_adapter": "", "ray_nngpt_queue_depth": ""}
+    missing = sorted(k for k, v in wanted.items() if not any(line.startswith(k.strip() + "{") and v in line
+                                                               for line in lines))
+    assert not missing, f"not exported: {missing}"
+    generated = max(float(line.rsplit(" ", 1)[1]) for line in lines
+                    if line.startswith("ray_nngpt_candidates_total{") and 'stage="generated"' in line)
+    assert generated >= 1 and generated <= summary["totals"]["generated"]
+
+
+def test_the_report_page_and_every_figure_it_shows(finished_run, tmp_path):
+    import re
+
+    run, _, _ = finished_run
+    proc = run_cli("report", str(run.root), str(run.root), "--out", str(tmp_path / "page"))
+    assert proc.returncode == 0, proc.stderr
+    page = (tmp_path / "page" / "index.html").read_text()
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert len(sources) == 6 and "http" not in page.replace("<!doctype html>", "")  # nothing from the network
+    for source in sources:
+        figure = tmp_path / "page" / source
+        assert figure.stat().st_size > 5000 and figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = run_cli("report", str(tmp_path))
+    assert bad.returncode == 2 and "no store.sqlite" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
