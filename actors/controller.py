@@ -246,8 +246,10 @@ class Controller:
         kinds: list[Admission] = []
         new: list[CandidateSpec] = []
         samples = []
+        errors = generated.get("errors") or [None] * len(prompts)
         for i, ((prompt, attempt, parent), completion) in enumerate(zip(prompts, generated["texts"], strict=True)):
-            kind, candidate_id, spec = await self._admit(batch, batch.index + i, prompt, completion, attempt, parent)
+            kind, candidate_id, spec = await self._admit(batch, batch.index + i, prompt, completion, attempt, parent,
+                                                         errors[i])
             kinds.append(kind)
             if spec is not None:
                 new.append(spec)
@@ -290,7 +292,7 @@ class Controller:
             delay = min(delay * 2, 15.0)
 
     async def _admit(self, batch: Batch, index: int, prompt: Prompt, completion: str, attempt: int,
-                     parent: str | None) -> tuple[Admission, str, CandidateSpec | None]:
+                     parent: str | None, error: str | None = None) -> tuple[Admission, str, CandidateSpec | None]:
         """Parse, dedup and record one completion: how it was judged, its candidate id, and (a new one) its
         spec, for training."""
         kind = self.task.kind
@@ -300,6 +302,10 @@ class Controller:
                       completion=completion)
         store = self.h.store
         await store.add_prompt.remote(prompt.id, prompt.task, prompt.payload(), list(prompt.parents))
+        if error is not None:  # the engine could not take this prompt: a failure of this candidate alone
+            candidate_id = short_hash(prompt.id, "", origin.sample)
+            await store.add_candidate.remote(candidate_id, status=FailureKind.CONTEXT, error=error, **common)
+            return "invalid", candidate_id, None
         try:
             spec = self.task.parse(prompt, completion, origin)
         except ParseFailure as failure:

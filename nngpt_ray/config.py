@@ -94,6 +94,9 @@ class LLMConfig(Section):
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0)
     max_lora_rank: int = Field(16, ge=1, description="vLLM: largest LoRA rank it must accept")
+    max_model_len: int | None = Field(None, ge=64, description="vLLM: context length (None: the model's)")
+    runtime_env: dict[str, Any] | None = Field(None, description="Ray runtime_env of the LLM deployment alone (vLLM "
+                                                                 "pins its own torch: give it its own environment)")
 
     @field_validator("model")
     @classmethod
@@ -152,7 +155,7 @@ class PredictorConfig(Section):
 
 
 class LearnerConfig(Section):
-    kind: Literal["sft", "grpo", "sft+grpo"] = Field("sft", description="sft: supervised on accepted results; grpo: "
+    kind: Literal["sft", "grpo", "sft+grpo"] = Field("sft+grpo", description="sft: supervised on accepted results; grpo: "
                                                      "policy gradient on groups of completions rewarded by the pipeline")
     every_k: int = Field(8, ge=1, description="accepted results between two LoRA updates")
     max_failures: int = Field(3, ge=1, description="failed updates in a row before learning is turned off")
@@ -168,7 +171,8 @@ class LearnerConfig(Section):
                                                     "no gate")
     gate_tolerance: float = Field(0.1, ge=0, le=1, description="a new adapter's novel yield on the gate prompts may "
                                                                "fall this far below the active one's")
-    group_size: int = Field(4, ge=2, description="GRPO: completions per prompt (a group needs two to compare)")
+    group_size: int = Field(3, ge=2, description="GRPO: completions per prompt (a group needs two to compare); a "
+                                                 "divisor of llm.batch_size keeps every group whole")
     max_groups: int = Field(32, ge=1, description="GRPO: most recent complete groups per update")
     grpo_kl: float = Field(0.04, ge=0, description="GRPO: weight of the KL penalty to the base model")
     grpo_clip: float = Field(0.2, gt=0, lt=1, description="GRPO: clipping of the probability ratio")
@@ -186,6 +190,20 @@ class LearnerConfig(Section):
     num_cpus: float = Field(0.5, ge=0)
     num_gpus: float = Field(0, ge=0)
     threads: int = Field(1, ge=1)
+    quantization: Literal["none", "4bit"] = Field("none", description="4bit: QLoRA (bitsandbytes NF4, double "
+                                                  "quantization, bf16 compute, gradient checkpointing, paged AdamW)")
+
+    @model_validator(mode="after")
+    def _quantization_can_work(self) -> LearnerConfig:
+        if self.quantization == "4bit":
+            import importlib.util
+
+            if self.num_gpus <= 0:
+                raise ValueError("learner.quantization 4bit needs a GPU (learner.num_gpus > 0): bitsandbytes NF4 is "
+                                 "CUDA-only")
+            if importlib.util.find_spec("bitsandbytes") is None:
+                raise ValueError("learner.quantization 4bit needs bitsandbytes (pip install 'nngpt-ray[gpu]')")
+        return self
 
     @property
     def sft(self) -> bool:

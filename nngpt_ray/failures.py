@@ -14,6 +14,7 @@ from enum import StrEnum
 class FailureKind(StrEnum):
     """Why a candidate produced no (complete) result. Closed list: add here, nowhere else."""
 
+    CONTEXT = "context"  # the prompt did not fit the model's context: there is no completion
     PARSE = "parse"  # no code could be extracted from the completion
     SYNTAX = "syntax"  # the code does not parse as Python
     CONTRACT = "contract"  # Net / supported_hyperparameters / method signatures missing or wrong

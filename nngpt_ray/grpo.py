@@ -25,7 +25,7 @@ from pathlib import Path
 
 from nngpt_ray.config import LearnerConfig
 from nngpt_ray.failures import FailureKind
-from nngpt_ray.lora import AdapterReport, attached
+from nngpt_ray.lora import AdapterReport, attached, make_optimizer
 from nngpt_ray.outcomes import INVALID
 
 # Rewards for what the pipeline made of a completion that did not train (a trained one earns its accuracy).
@@ -92,7 +92,7 @@ def grpo_update(base, tokenizer, groups: list[list[Sample]], out_dir: Path, cfg:
     rng = random.Random(seed)
     with attached(base, cfg, previous) as model:
         device = next(model.parameters()).device
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.grpo_lr)
+        optimizer = make_optimizer(model, cfg, cfg.grpo_lr)
         model.train()
         losses = []
         for _ in range(cfg.grpo_steps):

@@ -29,8 +29,8 @@ class Learner:
         if cfg.learner.num_gpus == 0:
             torch.set_num_threads(cfg.learner.threads)
         self.cfg = cfg
-        self.base, self.tokenizer = load_base(cfg.llm.model, cfg.llm.gguf_file,
-                                              "auto" if cfg.learner.num_gpus else "cpu", cfg.llm.dtype)
+        self.base, self.tokenizer = load_base(cfg.llm.model, cfg.llm.gguf_file, "auto" if cfg.learner.num_gpus else "cpu",
+                                              cfg.llm.dtype, cfg.learner.quantization)
 
     def update(self, out_dir: str, *, examples: list[tuple] = (), groups: list[list[dict]] = (),
                previous: str | None = None, sft_from_previous: bool = False) -> AdapterReport:

@@ -23,8 +23,12 @@ def resolve_model(model: str | None) -> str:
     return str(require_embedded_model())
 
 
-def load_base(model: str | None, gguf_file: str | None = None, device: str = "auto", dtype: str = "auto"):
-    """(model, tokenizer) in eval mode on `device`. Raises UserError with the cause if loading fails."""
+def load_base(model: str | None, gguf_file: str | None = None, device: str = "auto", dtype: str = "auto",
+              quantization: str = "none"):
+    """(model, tokenizer) in eval mode on `device`. Raises UserError with the cause if loading fails.
+
+    quantization "4bit" (QLoRA, CUDA only): the weights in bitsandbytes NF4 with double quantization and
+    bf16 compute, prepared for k-bit training (gradient checkpointing); LoRA layers stay in bf16."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -34,8 +38,15 @@ def load_base(model: str | None, gguf_file: str | None = None, device: str = "au
     torch_dtype = {"auto": torch.bfloat16 if device == "cuda" else torch.float32, "float32": torch.float32,
                    "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
+    if quantization == "4bit":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16)
+        kwargs["device_map"] = {"": torch.cuda.current_device()}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(name, **({"gguf_file": gguf_file} if gguf_file else {}))
         lm = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype, **kwargs)
     except (OSError, ValueError, ImportError) as err:
         raise UserError(f"cannot load model '{name}'{f' (gguf_file={gguf_file})' if gguf_file else ''}: "
@@ -43,6 +54,10 @@ def load_base(model: str | None, gguf_file: str | None = None, device: str = "au
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
+    if quantization == "4bit":
+        from peft import prepare_model_for_kbit_training
+
+        return prepare_model_for_kbit_training(lm, use_gradient_checkpointing=True).eval(), tokenizer
     return lm.to(device).eval(), tokenizer
 
 

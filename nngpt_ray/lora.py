@@ -49,6 +49,19 @@ def attached(base, cfg: LearnerConfig, previous: Path | None = None) -> Iterator
         model.unload()
 
 
+def make_optimizer(model, cfg: LearnerConfig, lr: float):
+    """AdamW over the adapter's parameters; with QLoRA, bitsandbytes' paged AdamW (its states page to host
+    memory under pressure instead of failing)."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.quantization == "4bit":
+        import bitsandbytes as bnb
+
+        return bnb.optim.PagedAdamW(params, lr=lr, weight_decay=0.0)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+
+
 def train_adapter(base, tokenizer, examples: list[tuple], out_dir: Path, cfg: LearnerConfig,
                   previous: Path | None = None, seed: int = 0, max_len: int = 1024) -> AdapterReport:
     """Train a LoRA adapter on `examples` (rendered prompt, completion[, weight]) and save it to `out_dir`.
@@ -68,7 +81,7 @@ def _train(model, tokenizer, examples, out_dir, cfg, seed, max_len, started) -> 
     encoded = encode_examples(tokenizer, examples, max_len)
     steps_per_epoch = math.ceil(len(encoded) / cfg.batch_size)
     total = max(1, steps_per_epoch * cfg.epochs)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=0.0)
+    optimizer = make_optimizer(model, cfg, cfg.lr)
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(total * cfg.warmup_ratio), total)
     rng = random.Random(seed)
     device = next(model.parameters()).device

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from nngpt_ray.failures import FailureKind
 
-NEVER_RAN = frozenset({FailureKind.PARSE, FailureKind.SYNTAX, FailureKind.CONTRACT, FailureKind.UNSAFE})
+NEVER_RAN = frozenset({FailureKind.CONTEXT, FailureKind.PARSE, FailureKind.SYNTAX, FailureKind.CONTRACT,
+                       FailureKind.UNSAFE})
 INVALID = NEVER_RAN | {FailureKind.FORWARD}
 DUPLICATES = frozenset({FailureKind.DUPLICATE, FailureKind.NEAR_DUPLICATE})
 TRAINED = frozenset({"ok", FailureKind.STOPPED_EARLY.value})

@@ -46,29 +46,30 @@ class LLMServer:
 
     async def generate(self, payloads: list[dict], sampling: dict, adapter: dict | None) -> dict[str, Any]:
         """{"texts": one completion per prompt, "tokens": new tokens generated, "seconds": engine time,
-        "prompts": the rendered prompts, and with sampling["logprobs"]: "token_ids", "logprobs"}."""
+        "prompts": the rendered prompts, "errors": per prompt why it got no completion (or None), and with
+        sampling["logprobs"]: "token_ids", "logprobs"}."""
         if self.engine is None:
             raise RuntimeError(self.error)
-        cancel = threading.Event()
-        try:
-            return await asyncio.to_thread(self._generate, payloads, sampling, adapter, cancel)
-        except asyncio.CancelledError:
-            cancel.set()
-            raise
-
-    def _generate(self, payloads, sampling, adapter, cancel) -> dict[str, Any]:
+        from nngpt_ray.actors import metrics
         from nngpt_ray.llm import render
 
         started = time.monotonic()
         prompts = [render(p, self.engine.tokenizer) for p in payloads]
-        out = self.engine.generate(prompts, Sampling(**sampling), Adapter(**adapter) if adapter else None, cancel)
-        from nngpt_ray.actors import metrics
-
-        metrics.record("histogram", "nngpt_llm_request_seconds", "one generation request", time.monotonic() - started,
-                       self.run)
+        chosen = Adapter(**adapter) if adapter else None
+        if hasattr(self.engine, "agenerate"):  # an async engine batches across requests itself
+            out = await self.engine.agenerate(prompts, Sampling(**sampling), chosen)
+        else:
+            cancel = threading.Event()
+            try:
+                out = await asyncio.to_thread(self.engine.generate, prompts, Sampling(**sampling), chosen, cancel)
+            except asyncio.CancelledError:
+                cancel.set()  # stop the engine between tokens; nobody wants the answer any more
+                raise
+        seconds = time.monotonic() - started
+        metrics.record("histogram", "nngpt_llm_request_seconds", "one generation request", seconds, self.run)
         metrics.record("counter", "nngpt_llm_tokens", "tokens generated", float(out.tokens), self.run)
-        return {"texts": out.texts, "tokens": out.tokens, "seconds": time.monotonic() - started,
-                "token_ids": out.token_ids, "logprobs": out.logprobs, "prompts": prompts}
+        return {"texts": out.texts, "tokens": out.tokens, "seconds": seconds, "token_ids": out.token_ids,
+                "logprobs": out.logprobs, "errors": out.errors, "prompts": prompts}
 
     async def load_adapter(self, adapter: dict) -> list[str]:
         if self.engine is None:
@@ -94,11 +95,17 @@ def deploy(cfg, app_name: str):
     options: dict[str, Any] = {"model": llm.model, "gguf_file": llm.gguf_file, "device": llm.device,
                                "dtype": llm.dtype, "threads": llm.threads}
     if llm.engine == "vllm":
-        options.update(tensor_parallel=llm.tensor_parallel, max_lora_rank=llm.max_lora_rank)
-    app = LLMServer.options(
-        num_replicas=llm.replicas,
-        ray_actor_options={"num_cpus": llm.num_cpus, "num_gpus": llm.num_gpus * llm.tensor_parallel},
-    ).bind(llm.engine, options, app_name.removeprefix("nngpt-llm-"))
+        options.update(tensor_parallel=llm.tensor_parallel, max_lora_rank=llm.max_lora_rank,
+                       max_model_len=llm.max_model_len)
+    actor_options: dict[str, Any] = {"num_cpus": llm.num_cpus, "num_gpus": llm.num_gpus}
+    placement: dict[str, Any] = {}
+    if llm.tensor_parallel > 1:  # the replica holds the first GPU; vLLM's workers use the group's other bundles
+        placement = {"placement_group_bundles": [{"CPU": llm.num_cpus, "GPU": llm.num_gpus}]
+                     + [{"GPU": llm.num_gpus}] * (llm.tensor_parallel - 1), "placement_group_strategy": "STRICT_PACK"}
+    if llm.runtime_env:
+        actor_options["runtime_env"] = llm.runtime_env
+    app = LLMServer.options(num_replicas=llm.replicas, ray_actor_options=actor_options, **placement).bind(
+        llm.engine, options, app_name.removeprefix("nngpt-llm-"))
     handle = serve.run(app, name=app_name, route_prefix=None)
     error = handle.status.remote().result()["error"]
     if error:

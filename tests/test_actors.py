@@ -4,6 +4,7 @@ gate, and a trainer running the sandboxed harness with the gate in the loop."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -35,21 +36,30 @@ def store_actor(ray_session, tmp_path):
 
 
 def test_dedup_actor_verdicts_and_rebuild_after_a_crash(ray_session, store_actor):
+    """Dedup knows the seed corpus and the store's new candidates; after a crash it knows exactly that again."""
+    import random
+
     from nngpt_ray.actors.dedup import DedupActor
+    from nngpt_ray.surgery import mutate
 
     store, path = store_actor
-    for name in ("resnet", "vit"):
-        s = spec_of(name)
-        ray_session.get(store.add_candidate.remote(s.id, task="manual", spec=s))
+    variants = {name: CandidateSpec(code=mutate(SEEDS[name].code, random.Random(i), steps=3),
+                                    origin=Origin(task="manual", sample=name)) for i, name in ((1, "resnet"), (2, "vit"))}
+    for spec in variants.values():
+        ray_session.get(store.add_candidate.remote(spec.id, task="manual", spec=spec))
+    expected = [f"seed:{name}" for name in sorted(SEEDS)] + [variants["resnet"].id, variants["vit"].id]
     dedup = DedupActor.remote(DedupConfig(threshold=0.9, num_perm=128).model_dump(), str(path))
-    assert ray_session.get(dedup.known.remote()) == [spec_of("resnet").id, spec_of("vit").id]
-    exact = ray_session.get(dedup.check.remote("x1", SEEDS["resnet"].code + "\n# only a comment\n"))
-    assert (exact.kind, exact.similar_to, exact.similarity) == ("duplicate", spec_of("resnet").id, 1.0)
-    near_code = SEEDS["vit"].code.replace("nn.Linear(dim, out_shape[0])", "nn.Linear(dim, out_shape[0], bias=True)")
+    assert ray_session.get(dedup.known.remote()) == expected
+    exact = ray_session.get(dedup.check.remote("x1", variants["resnet"].code + "\n# only a comment\n"))
+    assert (exact.kind, exact.similar_to, exact.similarity) == ("duplicate", variants["resnet"].id, 1.0)
+    near_code = variants["vit"].code.replace("nn.Linear(dim, out_shape[0])", "nn.Linear(dim, out_shape[0], bias=True)")
     near = ray_session.get(dedup.check.remote("x2", near_code))
-    assert near.kind == "near_duplicate" and near.similar_to == spec_of("vit").id and near.similarity >= 0.9
-    new = ray_session.get(dedup.check.remote("x3", SEEDS["senet"].code))
-    assert new.kind == "new" and new.similar_to == spec_of("resnet").id
+    assert near.kind == "near_duplicate" and near.similar_to == variants["vit"].id and near.similarity >= 0.9
+    seed = ray_session.get(dedup.check.remote("x3", SEEDS["senet"].code))
+    assert (seed.kind, seed.similar_to) == ("duplicate", "seed:senet")  # a seed written out again is not new
+    lemur = (Path(__file__).parent / "data" / "lemur_convbn.py").read_text()
+    new = ray_session.get(dedup.check.remote("x4", lemur))
+    assert new.kind == "new" and new.similar_to.startswith("seed:")
 
     before = ray_session.get(dedup.pid.remote())
     ray_session.kill(dedup, no_restart=False)  # crash: Ray restarts it, and it rebuilds from the store
@@ -62,9 +72,8 @@ def test_dedup_actor_verdicts_and_rebuild_after_a_crash(ray_session, store_actor
         except ray_session.exceptions.RayActorError:
             pass
         time.sleep(0.5)
-    known = ray_session.get(dedup.known.remote())
-    assert known == [spec_of("resnet").id, spec_of("vit").id]  # x3 was never recorded in the store
-    assert ray_session.get(dedup.check.remote("x4", SEEDS["resnet"].code)).kind == "duplicate"
+    assert ray_session.get(dedup.known.remote()) == expected  # x4 was never recorded in the store
+    assert ray_session.get(dedup.check.remote("x5", variants["resnet"].code)).kind == "duplicate"
 
 
 def test_predictor_actor(ray_session, tmp_path):

@@ -19,7 +19,18 @@ def test_local_preset_equals_the_defaults():
 
 @pytest.mark.parametrize("preset", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_preset_validates(preset):
+    import importlib.util
+
+    if "quantization: 4bit" in preset.read_text() and importlib.util.find_spec("bitsandbytes") is None:
+        with pytest.raises(ConfigError, match=r"learner.quantization 4bit needs bitsandbytes"):
+            load_config(preset)  # where QLoRA cannot work, the preset says so at load, in one line
+        return
     load_config(preset)
+
+
+def test_qlora_on_cpu_is_refused_at_load():
+    with pytest.raises(ConfigError, match=r"learner.quantization 4bit needs a GPU"):
+        load_config(None, ["learner.quantization=4bit"])
 
 
 def test_unknown_key_is_named_with_a_suggestion(tmp_path):

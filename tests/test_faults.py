@@ -28,7 +28,7 @@ def loop_config(tiny_model, out, name, **loop) -> Config:
         **tiny_loop_settings(tiny_model),
         "train": {"epochs": 2},
         "trainers": {"count": 2, "max_retries": 2},
-        "learner": {"every_k": 2, "accept_threshold": 0.3, "epochs": 2, "batch_size": 4},
+        "learner": {"every_k": 2, "accept_threshold": 0.3, "epochs": 2, "batch_size": 4, "gate_prompts": 0},
         "loop": {"cycles": 4, "candidates_per_cycle": 6, "queue_size": 2, "max_generations_per_cycle": 60} | loop,
         "sandbox": {"timeout_s": 120},
     })
@@ -101,20 +101,23 @@ def test_the_run_finishes_despite_every_fault(faulty_run):
 def test_a_trainer_killed_mid_candidate_loses_nothing(faulty_run):
     run, _, _ = faulty_run
     store = Store(run.store, readonly=True)
-    lost = {cid: o for cid, o in _attempt_outcomes(store).items() if o[0] == "trainer lost"}
+    lost = {cid: o for cid, o in _attempt_outcomes(store).items() if "trainer lost" in o}
     assert len(lost) == 1, lost
-    assert sum("trainer lost" in e for e in _events(run)) == 1  # the re-queued candidate did not meet the restart
     (victim, outcomes), = lost.items()
-    assert outcomes == ["trainer lost", "completed"]
+    assert outcomes[0] == "trainer lost" and outcomes[-1] == "completed" and outcomes.count("completed") == 1
     assert store.candidate(victim)["stage"] == "finished"
+    assert sum("trainer lost" in e for e in _events(run)) == 1  # the re-queued candidate did not meet the restart
 
 
 def test_an_exception_in_a_trainer_task_is_retried(faulty_run):
     run, outcome, _ = faulty_run
     store = Store(run.store, readonly=True)
-    failed = {cid: o for cid, o in _attempt_outcomes(store).items() if o[0] == "trainer error"}
-    assert len(failed) == 1 and list(failed.values())[0] == ["trainer error", "completed"]
-    assert any("trainer error" in e and "injected fault at trainer.attempt_started" in e for e in outcome.summary["run"]["events"])
+    failed = {cid: o for cid, o in _attempt_outcomes(store).items() if "trainer error" in o}
+    assert len(failed) == 1, failed  # (it may be the candidate whose first trainer was killed, too)
+    (outcomes,) = failed.values()
+    assert outcomes[-1] == "completed" and outcomes.count("completed") == 1
+    assert any("trainer error" in e and "injected fault at trainer.attempt_started" in e
+               for e in outcome.summary["run"]["events"])
 
 
 def test_learner_failures_keep_the_last_good_adapter_and_learning_goes_on(faulty_run):

@@ -23,7 +23,7 @@ def finished_run(ray_session, tiny_model, tmp_path_factory):
         **tiny_loop_settings(tiny_model),
         "train": {"epochs": 1},
         "trainers": {"count": 2},
-        "learner": {"every_k": 2, "accept_threshold": 0.3, "epochs": 2, "batch_size": 4},
+        "learner": {"every_k": 2, "accept_threshold": 0.3, "epochs": 2, "batch_size": 4, "gate_prompts": 0},
         "loop": {"cycles": 2, "candidates_per_cycle": 10, "queue_size": 2, "max_generations_per_cycle": 60},
         "sandbox": {"timeout_s": 120},
     })

@@ -26,6 +26,7 @@ class Generated:
     tokens: int  # new tokens generated for all prompts together (the LLM's cost)
     token_ids: list[list[int]] | None = None  # with Sampling.logprobs: each completion's tokens, as sampled
     logprobs: list[list[float]] | None = None  # ... and their log-probabilities under the sampling policy
+    errors: list[str | None] | None = None  # per prompt: why it got no completion (it does not fit the context)
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,23 @@ class TransformersEngine(Engine):
 
     def generate(self, prompts: list[str], sampling: Sampling, adapter: Adapter | None,
                  cancel: threading.Event | None = None) -> Generated:
+        """A prompt that does not fit the model's context gets no completion and an error of its own; the
+        others are generated as one batch."""
+        context = getattr(self.model.config, "max_position_embeddings", None) or 1 << 30
+        lengths = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+        errors = [f"the prompt has {n} tokens; the model's context is {context}" if n + 16 > context else None
+                  for n in lengths]
+        fitting = [p for p, e in zip(prompts, errors, strict=True) if e is None]
+        out = self._generate(fitting, sampling, adapter, cancel) if fitting else Generated([], 0, [], [])
+        if not any(errors):
+            return Generated(out.texts, out.tokens, out.token_ids, out.logprobs, errors)
+        parts = iter(range(len(fitting)))
+        index = [None if e else next(parts) for e in errors]
+        pick = lambda values, empty: None if values is None else [empty if i is None else values[i] for i in index]  # noqa: E731
+        return Generated(pick(out.texts, ""), out.tokens, pick(out.token_ids, []), pick(out.logprobs, []), errors)
+
+    def _generate(self, prompts: list[str], sampling: Sampling, adapter: Adapter | None,
+                  cancel: threading.Event | None) -> Generated:
         import contextlib
 
         import torch
