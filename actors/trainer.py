@@ -45,13 +45,18 @@ class TrainerActor:
         classes = self.core.dataset(spec.dataset).info.classes
         seen: list[EpochResult] = []
 
-        def on_epoch(epoch: EpochResult) -> bool:
+        def on_epoch(epoch: EpochResult, features: dict) -> bool:
             seen.append(epoch)
             ray.get(self.store.record_epoch.remote(spec.id, epoch))
             faults.point("trainer.epoch_recorded")
             x = PredictorInput(code=spec.code, hyperparameters=spec.hyperparameters.as_prm(), dataset=spec.dataset,
-                               classes=classes, epochs=list(seen), total_epochs=spec.hyperparameters.epochs)
-            return ray.get(self.predictor.decide.remote(x)).go
+                               classes=classes, epochs=list(seen), total_epochs=spec.hyperparameters.epochs,
+                               features=features, params=features.get("params"), transform=spec.transform.model_dump())
+            decision = ray.get(self.predictor.decide.remote(x))
+            if len(seen) < spec.hyperparameters.epochs:  # every continue/stop decision, accountable
+                self.store.add_decision.remote(spec.id, epoch.epoch, decision.go, decision.projected, decision.upper,
+                                               decision.reason, decision.model)
+            return decision.go
 
         result = self.core.train(spec, on_epoch)
         recorded = ray.get(self.store.complete.remote(result, attempt))

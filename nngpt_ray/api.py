@@ -52,7 +52,8 @@ def evaluate(network: str | Path, *, dataset: str | None = None, epochs: int | N
              hyperparameters: dict[str, float] | None = None, config: Config | str | Path | None = None,
              test: bool = False, on_epoch=None) -> EvalResult:
     """Train one network file (LEMUR contract) in the sandbox; accuracies are on the validation split,
-    and with `test` the test split is scored once after the last epoch."""
+    and with `test` the test split is scored once after the last epoch. `on_epoch(epoch)` is called after
+    each epoch; returning False stops training."""
     from nngpt_ray import datasets
     from nngpt_ray.harness import evaluate as run_sandboxed
 
@@ -60,7 +61,8 @@ def evaluate(network: str | Path, *, dataset: str | None = None, epochs: int | N
     spec = network_spec(network, dataset=dataset, epochs=epochs, hyperparameters=hyperparameters, config=cfg)
     data = datasets.from_config(cfg.data, spec.dataset)
     return run_sandboxed(spec, data, cfg.sandbox, epochs=spec.hyperparameters.epochs, device=cfg.train.device,
-                         threads=cfg.train.threads, seed=cfg.run.seed, on_epoch=on_epoch, test=test)
+                         threads=cfg.train.threads, seed=cfg.run.seed, test=test,
+                         on_epoch=(lambda epoch, _features: on_epoch(epoch)) if on_epoch else None)
 
 
 def network_spec(network: str | Path, *, dataset: str | None = None, epochs: int | None = None,

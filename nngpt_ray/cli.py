@@ -81,6 +81,43 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", help="output folder (default: RUN_DIR/export)")
     ex.set_defaults(handler=_cmd_export)
 
+    pr = sub.add_parser("predictor", help="fit or evaluate the learned early-stop predictor on run stores")
+    prs = pr.add_subparsers(dest="action", metavar="ACTION", required=True)
+    pf = prs.add_parser("fit", help="fit the learned model on one or more runs and save it")
+    pf.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    pf.add_argument("--out", help="model file (default: predictor.pkl in the first RUN_DIR)")
+    pf.add_argument("--quantile", type=float, default=0.9, help="the upper estimate's quantile (default 0.9)")
+    pf.set_defaults(handler=_cmd_predictor_fit)
+    pe = prs.add_parser("eval", help="RMSE, Pearson r, within 5/10 points on families held out (grouped split)")
+    pe.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    pe.add_argument("--model", help="judge this model file on these runs instead of cross-validating a fresh one")
+    pe.add_argument("--epochs", type=int, default=2, help="epochs seen before predicting (default 2)")
+    pe.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    pe.set_defaults(handler=_cmd_predictor_eval)
+
+    tr = sub.add_parser("transfer", help="train a run's networks again on another dataset (suitability data)")
+    with_config(tr)
+    tr.add_argument("run_dir", metavar="RUN_DIR")
+    tr.add_argument("--dataset", required=True, help="the second dataset")
+    tr.add_argument("--epochs", type=int, help="epochs per network (default: each network's own)")
+    tr.add_argument("--limit", type=int, help="transfer at most this many networks (the first finished)")
+    tr.add_argument("--out", help="run directory of the results (default: RUN_DIR-DATASET; resumed if it exists)")
+    tr.set_defaults(handler=_cmd_transfer)
+
+    su = sub.add_parser("suitability", help="which of two datasets a network suits better, from its features")
+    sus = su.add_subparsers(dest="action", metavar="ACTION", required=True)
+    sf = sus.add_parser("fit", help="fit the classifier on runs that hold networks trained on two datasets")
+    sf.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    sf.add_argument("--datasets", help="A,B (default: the pair with most networks trained on both)")
+    sf.add_argument("--out", help="model file (default: suitability.pkl in the first RUN_DIR)")
+    sf.set_defaults(handler=_cmd_suitability_fit)
+    se = sus.add_parser("eval", help="accuracy on families held out, beside the majority baseline")
+    se.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    se.add_argument("--datasets", help="A,B (default: the pair with most networks trained on both)")
+    se.add_argument("--model", help="judge this model file instead of cross-validating a fresh one")
+    se.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    se.set_defaults(handler=_cmd_suitability_eval)
+
     rp = sub.add_parser("report", help="a static HTML page with figures of one or more runs")
     rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     rp.add_argument("--out", help="folder of the page (default: the first RUN_DIR/report)")
@@ -161,7 +198,7 @@ class _EpochProgress:
     def __exit__(self, *exc) -> None:
         self.progress.__exit__(*exc)
 
-    def epoch_done(self, epoch) -> bool:
+    def epoch_done(self, epoch, _features) -> bool:
         text = f"epoch {epoch.epoch}: accuracy {100 * epoch.val_accuracy:.1f}%"
         self.progress.update(self.task, advance=1, description=text)
         if not self.live:
@@ -207,6 +244,111 @@ def _cmd_status(args: argparse.Namespace) -> int:
     else:
         out_console.print(status_table(summary, title=str(run.root)))
         out_console.print(novelty_table(summary))
+    return 0
+
+
+def _run_dirs(run_dirs: list[str]):
+    from nngpt_ray.rundir import RunDir
+
+    return [RunDir.existing(d) for d in run_dirs]
+
+
+def _stores(run_dirs: list[str]):
+    from nngpt_ray.store import Store
+
+    return [Store(run.store, readonly=True) for run in _run_dirs(run_dirs)]
+
+
+def _cmd_predictor_fit(args: argparse.Namespace) -> int:
+    from nngpt_ray.predictor import fit
+
+    stores = _stores(args.run_dirs)
+    model = fit(stores, args.quantile)
+    path = model.save(Path(args.out) if args.out else Path(args.run_dirs[0]) / "predictor.pkl")
+    out_console.print(f"predictor: {path} (fitted on {model.examples} trained candidates)")
+    return 0
+
+
+def _cmd_predictor_eval(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from nngpt_ray.predictor import LearnedModel, evaluate
+
+    model = LearnedModel.load(Path(args.model)) if args.model else None
+    result = evaluate(_stores(args.run_dirs), model, seen=args.epochs)
+    table = Table(title=f"final accuracy from the first {args.epochs} epochs: {result['n']} candidates, "
+                        f"{result['groups']} families, {'one model' if model else 'families held out per fold'}")
+    for name in ("model", "RMSE", "Pearson r", "within 5 pts", "within 10 pts"):
+        table.add_column(name, justify="right")
+    for name, m in result["models"].items():
+        table.add_row(name, f"{m['rmse']:.4f}", f"{m['pearson']:.3f}", f"{100 * m['within_5']:.0f}%",
+                      f"{100 * m['within_10']:.0f}%")
+    out_console.print(table)
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def _cmd_transfer(args: argparse.Namespace) -> int:
+    from nngpt_ray.config import load_config
+    from nngpt_ray.datasets import dataset_info
+    from nngpt_ray.suitability import transfer
+
+    run = _run_dirs([args.run_dir])[0]
+    dataset_info(args.dataset)  # an unknown name fails here, before anything is created
+    cfg = load_config(args.config or (run.config if run.config.is_file() else None), args.set)
+    out = Path(args.out) if args.out else run.root.with_name(f"{run.root.name}-{args.dataset}")
+
+    def said(i: int, n: int, result) -> None:
+        best = "-" if result.best_accuracy is None else f"{100 * result.best_accuracy:.1f}%"
+        err_console.print(f"[{i}/{n}] {result.candidate_id}: {result.final_status}, best {best} "
+                          f"({result.duration_s:.0f} s)")
+
+    with _stores([args.run_dir])[0] as source:
+        counts = transfer(source, out, cfg, args.dataset, epochs=args.epochs, limit=args.limit, on_result=said)
+    out_console.print(f"transfer: {counts['trained']} trained now, {counts['done_before']} already there, of "
+                      f"{counts['networks']} networks: {out}")
+    return 0
+
+
+def _datasets(text: str | None) -> tuple[str, str] | None:
+    if text is None:
+        return None
+    names = tuple(n.strip() for n in text.split(","))
+    if len(names) != 2 or not all(names) or names[0] == names[1]:
+        raise UserError(f"--datasets takes two different names, A,B (got {text!r})")
+    return names
+
+
+def _cmd_suitability_fit(args: argparse.Namespace) -> int:
+    from nngpt_ray.suitability import fit
+
+    model = fit(_stores(args.run_dirs), _datasets(args.datasets))
+    path = model.save(Path(args.out) if args.out else Path(args.run_dirs[0]) / "suitability.pkl")
+    out_console.print(f"suitability: {path} ({model.datasets[0]} vs {model.datasets[1]}, "
+                      f"fitted on {model.examples} networks)")
+    return 0
+
+
+def _cmd_suitability_eval(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from nngpt_ray.suitability import SuitabilityModel, evaluate
+
+    model = SuitabilityModel.load(Path(args.model)) if args.model else None
+    result = evaluate(_stores(args.run_dirs), model, _datasets(args.datasets))
+    a, b = result["datasets"]
+    table = Table(title=f"ranks higher on {a} or on {b}? {result['n']} networks, {result['groups']} families, "
+                        f"{'one model' if model else 'families held out per fold'}; {a} for "
+                        f"{100 * result['share_a']:.0f}%")
+    table.add_column("model")
+    table.add_column("accuracy", justify="right")
+    for name, m in result["models"].items():
+        table.add_row(name, f"{100 * m['accuracy']:.1f}%")
+    table.add_row("NNGPT (reported, code only)", f"{100 * result['nngpt_reported']:.0f}%")
+    out_console.print(table)
+    if args.json:
+        print(json.dumps(result))
     return 0
 
 

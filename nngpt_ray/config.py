@@ -148,10 +148,16 @@ class DedupConfig(Section):
 
 
 class PredictorConfig(Section):
-    kind: Literal["curve", "none"] = "curve"
+    kind: Literal["curve", "learned", "none"] = Field("curve", description="curve: the learning-curve rule; learned: "
+                                                      "gradient boosting on the network's features and early epochs")
+    model_file: Path | None = Field(None, description="learned: a model from `nngpt predictor fit` (None: fitted "
+                                                      "from the run's own results once it has enough)")
+    refit_every: int = Field(25, ge=0, description="learned: refit from the run's results every this many (0: never)")
+    quantile: float = Field(0.9, gt=0.5, lt=1, description="learned: the upper estimate a stop decision looks at")
     min_epochs: int = Field(1, ge=1, description="epochs before any stop decision")
     chance_factor: float = Field(2.0, ge=1, description="stop when accuracy < chance x this factor")
-    margin: float = Field(0.5, ge=0, le=1, description="stop when the projected final accuracy < best x margin")
+    margin: float = Field(0.5, ge=0, le=1, description="stop when the projected (curve) or upper (learned) final "
+                                                       "accuracy < best x margin")
 
 
 class LearnerConfig(Section):

@@ -23,7 +23,7 @@ from nngpt_ray.parsing import ParseFailure, check_code
 from nngpt_ray.sandbox.process import ExitInfo, ForkServer, SandboxProcess, SandboxUnavailable
 from nngpt_ray.spec import CandidateSpec, EpochResult, EvalResult
 
-EpochCallback = Callable[[EpochResult], bool]  # return False to stop training early
+EpochCallback = Callable[[EpochResult, dict], bool]  # (the epoch, the network's features); False: stop early
 _CHILD_KINDS = {FailureKind.SYNTAX, FailureKind.CONTRACT, FailureKind.FORWARD, FailureKind.TRAIN_ERROR,
                 FailureKind.MEMORY, FailureKind.NAN, FailureKind.CRASHED}
 
@@ -43,7 +43,8 @@ def evaluate(spec: CandidateSpec, data: PreparedData, sandbox: SandboxConfig, *,
                                               threads=threads, seed=seed, owner=owner, test=test,
                                               gpu_memory_fraction=gpu_memory_fraction))
         while (epoch := session.next_epoch()) is not None:
-            session.proceed(on_epoch(epoch) if on_epoch else True)
+            features = session.result.features | {"params": session.result.params}
+            session.proceed(on_epoch(epoch, features) if on_epoch else True)
     return session.result
 
 
@@ -126,6 +127,7 @@ class Session:
                 self.armed = kind == "armed"
             elif kind == "ready":
                 self.result.params = message.get("params") if isinstance(message.get("params"), int) else None
+                self.result.features = _clean_features(message.get("features"))
                 self.mark = time.monotonic()
             elif kind == "epoch":
                 epoch = self._epoch(message)
@@ -226,6 +228,22 @@ class Session:
         else:
             r.failure = FailureKind.CRASHED
             r.error = f"the process exited (status {exit_info.returncode}) before finishing" + tail
+
+
+def _clean_features(raw) -> dict:
+    """The child's feature report, kept only where it has the expected shape (the child runs untrusted code)."""
+    if not isinstance(raw, dict):
+        return {}
+    out: dict = {}
+    if isinstance(raw.get("flops"), int) and raw["flops"] >= 0:
+        out["flops"] = raw["flops"]
+    if isinstance(raw.get("depth"), int) and raw["depth"] >= 0:
+        out["depth"] = raw["depth"]
+    layers = raw.get("layers")
+    if isinstance(layers, dict):
+        out["layers"] = {k: v for k, v in list(layers.items())[:64]
+                         if isinstance(k, str) and k.isidentifier() and len(k) <= 48 and isinstance(v, int) and v >= 0}
+    return out
 
 
 def _score(predictions: list, labels: np.ndarray) -> float | None:

@@ -16,8 +16,9 @@ from rich.table import Table
 from nngpt_ray.store import Store
 
 CYCLE_FIELDS = ("cycle", "generated", "valid", "unique", "duplicates", "near_duplicates", "trained",
-                "best_accuracy", "mean_accuracy", "adapter")
-_COUNTS = ("generated", "valid", "unique", "duplicates", "near_duplicates", "trained", "adapter")
+                "best_accuracy", "mean_accuracy", "adapter", "epochs_run", "epochs_saved", "stopped")
+_COUNTS = ("generated", "valid", "unique", "duplicates", "near_duplicates", "trained", "adapter", "epochs_run",
+           "epochs_saved", "stopped")
 
 
 def cycle_rows(stats: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -90,9 +91,9 @@ def status_table(summary: dict[str, Any], title: str = "nngpt-ray run") -> Table
     return table
 
 
-def novelty_table(summary: dict[str, Any], title: str = "novelty per cycle") -> Table:
+def novelty_table(summary: dict[str, Any], title: str = "novelty and training per cycle") -> Table:
     table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for name in ("cycle", "dup", "near", "novel%", "families", "similar", "1st ep", "LLM s/new", "tok/new"):
+    for name in ("cycle", "dup", "near", "new%", "fam", "sim", "1st ep", "LLM s/new", "epochs", "saved"):
         table.add_column(name, justify="right", no_wrap=True)
     for c in summary["cycles"]:
         table.add_row(str(c["cycle"]), str(c["duplicates"]), str(c["near_duplicates"]),
@@ -101,9 +102,10 @@ def novelty_table(summary: dict[str, Any], title: str = "novelty per cycle") -> 
                       "-" if c.get("diversity_similarity") is None else f"{c['diversity_similarity']:.2f}",
                       _pct(c.get("first_epoch_accuracy")),
                       "-" if c.get("llm_seconds_per_unique") is None else f"{c['llm_seconds_per_unique']:.1f}",
-                      "-" if c.get("llm_tokens_per_unique") is None else f"{c['llm_tokens_per_unique']:.0f}")
-    table.caption = ("novel% = unique / generated; similar = mean pairwise MinHash similarity of the cycle's unique "
-                     "networks (lower: more diverse); 1st ep = their mean first-epoch validation accuracy")
+                      str(c["epochs_run"]), f"{c['epochs_saved']} ({c['stopped']})")
+    table.caption = ("new% = novel yield, unique / generated; fam = seed families among the unique; sim = their mean pairwise "
+                     "MinHash similarity (lower: more diverse); 1st ep = their mean first-epoch validation accuracy; "
+                     "epochs run, and saved by the predictor (candidates it stopped)")
     return table
 
 

@@ -111,6 +111,7 @@ class EvalResult(Record):
     duration_s: float = 0.0
     protections: dict[str, Any] = {}
     test_accuracy: float | None = None
+    features: dict[str, Any] = {}  # measured on the built network: flops, depth, layers by type
 
     @property
     def status(self) -> Literal["ok", "failed"]:
@@ -141,6 +142,7 @@ class EvalResult(Record):
             "epochs": [e.model_dump() for e in self.epochs],
             "best_accuracy": self.best_accuracy,
             "test_accuracy": self.test_accuracy,
+            "features": self.features,
             "params": self.params,
             "duration_s": round(self.duration_s, 3),
             "protections": self.protections,

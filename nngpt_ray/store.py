@@ -22,7 +22,7 @@ from nngpt_ray import outcomes
 from nngpt_ray.failures import FailureKind, StoreError
 from nngpt_ray.spec import CandidateSpec, EpochResult, EvalResult
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION = "nngpt-ray"
 
 _SCHEMA = """
@@ -75,9 +75,15 @@ CREATE TABLE tests (
     candidate_id TEXT NOT NULL, split TEXT NOT NULL, accuracy REAL, val_accuracy REAL, status TEXT NOT NULL,
     error TEXT, seconds REAL, created REAL NOT NULL, PRIMARY KEY (candidate_id, split))
 """,
+    2: """
+ALTER TABLE candidates ADD COLUMN features TEXT;
+CREATE TABLE decisions (
+    candidate_id TEXT NOT NULL, epoch INTEGER NOT NULL, go INTEGER NOT NULL, predicted REAL, upper REAL,
+    reason TEXT NOT NULL, model TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (candidate_id, epoch))
+""",
 }
 TABLES = ("candidates", "epochs", "attempts", "adapters", "cycles", "prompts", "events", "tests", "generations",
-          "samples")
+          "samples", "decisions")
 
 
 class Store:
@@ -246,9 +252,9 @@ class Store:
                 self._write_epoch(db, cid, epoch)
             db.execute(
                 "UPDATE candidates SET stage='finished', status=?, error=?, best_accuracy=?, epochs_done=?, params=?, "
-                "duration_s=?, protections=?, finished=? WHERE id=?",
+                "duration_s=?, protections=?, features=?, finished=? WHERE id=?",
                 (result.final_status, result.error, result.best_accuracy, len(result.epochs), result.params,
-                 result.duration_s, json.dumps(result.protections), now, cid))
+                 result.duration_s, json.dumps(result.protections), json.dumps(result.features), now, cid))
         return True
 
     def abandon_attempts(self, candidate_id: str, outcome: str) -> None:
@@ -305,6 +311,13 @@ class Store:
         """One generation request: what the LLM itself cost (seconds in the engine, tokens generated)."""
         self.db.execute("INSERT INTO generations (cycle, adapter, prompts, tokens, seconds, created) "
                         "VALUES (?, ?, ?, ?, ?, ?)", (cycle, adapter, prompts, tokens, seconds, time.time()))
+
+    def add_decision(self, candidate_id: str, epoch: int, go: bool, predicted: float | None, upper: float | None,
+                     reason: str, model: str) -> None:
+        """The predictor's continue/stop decision after `epoch`, with what it predicted and why."""
+        self.db.execute("INSERT OR REPLACE INTO decisions (candidate_id, epoch, go, predicted, upper, reason, model, "
+                        "created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (candidate_id, epoch, int(go), predicted, upper, reason, model, time.time()))
 
     def add_samples(self, rows: list[tuple[str, str, int, str, list[int], list[float], float]]) -> None:
         """GRPO material: (candidate id, group id, adapter, prompt id, sampled token ids, their log-probabilities,
@@ -428,7 +441,11 @@ class Store:
                    SUM(c.code IS NOT NULL AND {outcomes.sql_sent_to_training('c.status')}) AS queued,
                    SUM({outcomes.sql_trained('c.status')}) AS trained,
                    MAX(CASE WHEN {outcomes.sql_trained('c.status')} THEN c.best_accuracy END) AS best_accuracy,
-                   AVG(CASE WHEN {outcomes.sql_trained('c.status')} THEN c.best_accuracy END) AS mean_accuracy
+                   AVG(CASE WHEN {outcomes.sql_trained('c.status')} THEN c.best_accuracy END) AS mean_accuracy,
+                   SUM(c.epochs_done) AS epochs_run,
+                   SUM(c.status = 'stopped_early') AS stopped,
+                   SUM(CASE WHEN c.status = 'stopped_early'
+                       THEN json_extract(c.spec, '$.hyperparameters.epochs') - c.epochs_done ELSE 0 END) AS epochs_saved
             FROM candidates c LEFT JOIN cycles y ON y.cycle = c.cycle
             WHERE c.cycle IS NOT NULL GROUP BY c.cycle ORDER BY c.cycle""").fetchall()
         return [dict(r) for r in rows]

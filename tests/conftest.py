@@ -26,11 +26,12 @@ def sandbox_config(tmp_path):
     return SandboxConfig(timeout_s=120, scratch_root=tmp_path / "scratch")
 
 
-def run_cli(*args: str, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run the installed `nngpt` entry point exactly as a user would."""
+def run_cli(*args: str, timeout: float = 300, cwd: Path | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the installed `nngpt` entry point exactly as a user would (`env`: variables to add)."""
     exe = Path(sys.executable).with_name("nngpt")
     return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout, cwd=cwd,
-                          env={**os.environ, "COLUMNS": "200"})
+                          env={**os.environ, "COLUMNS": "200", **(env or {})})
 
 
 def eval_json(path: Path, *args: str, timeout: float = 300) -> dict:

@@ -110,6 +110,9 @@ def test_trainer_actor_records_epochs_obeys_the_gate_and_finishes_in_one_write(r
     assert (row["stage"], row["status"], row["epochs_done"]) == ("finished", "stopped_early", 1)
     attempts = ray_session.get(store.attempts.remote(spec.id))
     assert [(a["trainer"], a["outcome"]) for a in attempts] == [("trainer-test", "completed")]
+    decisions = ray_session.get(store.table.remote("decisions"))  # the stop is accountable: what, why, by whom
+    assert [(d["candidate_id"], d["epoch"], d["go"], d["model"]) for d in decisions] == [(spec.id, 1, 0, "curve")]
+    assert "chance" in decisions[0]["reason"]
     again = ray_session.get(trainer.train.remote(spec))  # a second result for a finished candidate is dropped
     assert not again.recorded and ray_session.get(store.candidate.remote(spec.id))["status"] == "stopped_early"
     ray_session.kill(predictor)

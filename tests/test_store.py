@@ -13,7 +13,7 @@ from nngpt_ray.failures import FailureKind, StoreError
 from nngpt_ray.report import status
 from nngpt_ray.rundir import RunDir
 from nngpt_ray.spec import CandidateSpec, EpochResult, EvalResult, Origin
-from nngpt_ray.store import Store
+from nngpt_ray.store import SCHEMA_VERSION, Store
 
 CODE = "import torch\n\ndef supported_hyperparameters():\n    return {'lr'}\n\nclass Net: pass\n"
 
@@ -145,13 +145,14 @@ def test_a_version_1_store_is_migrated_on_open(tmp_path):
     db.commit()
     db.close()
     reader = Store(path, readonly=True)  # a reader of an old run upgrades it too
-    assert reader.meta("schema_version") == "2" and reader.candidate("a")["method"] == "llm"
-    assert reader.events() == [] and reader.tests() == []
+    assert reader.meta("schema_version") == str(SCHEMA_VERSION) and reader.candidate("a")["method"] == "llm"
+    assert reader.events() == [] and reader.tests() == [] and reader.table("decisions") == []
+    assert reader.candidate("a")["features"] is None  # version 3: features measured in the sandbox
 
 
 def test_schema_version_from_the_future_is_a_clear_error(store):
     store.set_meta("schema_version", "99")
-    with pytest.raises(StoreError, match="schema version 99.*reads versions up to 2"):
+    with pytest.raises(StoreError, match=f"schema version 99.*reads versions up to {SCHEMA_VERSION}"):
         Store(store.path)
 
 
@@ -190,6 +191,27 @@ def test_parquet_export(tmp_path, store):
     assert counts["candidates"] == 1 and counts["epochs"] == 2 and counts["adapters"] == 0 and counts["events"] == 1
     table = pq.read_table(tmp_path / "export" / "epochs.parquet").to_pylist()
     assert [r["val_accuracy"] for r in sorted(table, key=lambda r: r["epoch"])] == [0.5, 0.75]
+
+
+def test_features_export_is_one_flat_row_per_trained_candidate(tmp_path, store):
+    measured = spec(20)
+    store.add_candidate(measured.id, task="fill", cycle=0, spec=measured)
+    r = result(measured, [0.5, 0.75]).model_copy(update={"features": {
+        "flops": 12345, "depth": 4, "layers": {"Conv2d": 2, "Linear": 1}}, "params": 999})
+    store.complete(r)
+    old = spec(21)  # recorded before features existed: its feature columns stay empty
+    store.add_candidate(old.id, task="fill", cycle=0, spec=old)
+    store.complete(result(old, [0.4]))
+    failed = spec(22)
+    store.add_candidate(failed.id, task="fill", cycle=0, spec=failed)
+    store.complete(result(failed, [], failure=FailureKind.FORWARD))
+    counts = export_parquet(store, tmp_path / "export")
+    rows = {r["candidate_id"]: r for r in pq.read_table(tmp_path / "export" / "features.parquet").to_pylist()}
+    assert counts["features"] == 2 and set(rows) == {measured.id, old.id}
+    m = rows[measured.id]
+    assert (m["flops"], m["depth"], m["layer_Conv2d"], m["layer_Linear"], m["params"]) == (12345, 4, 2, 1, 999)
+    assert (m["acc_1"], m["acc_2"], m["seconds_2"], m["hp_lr"]) == (0.5, 0.75, 1.0, measured.hyperparameters.lr)
+    assert rows[old.id]["flops"] is None and rows[old.id]["acc_2"] is None and rows[old.id]["acc_1"] == 0.4
 
 
 def test_status_and_export_commands(tmp_path):

@@ -295,11 +295,12 @@ def run(job, data, reporter, control_pipe, protections):
     reporter.beat("built")
     _check_forward(model, val_x[:2].to(device), job["classes"], torch)
     n_params = sum(p.numel() for p in model.parameters())
+    features = _features(model, val_x[:1].to(device), torch)
     try:
         model.train_setup(prm)
     except Exception as err:
         raise _classified(err, "train_error", "train_setup() failed") from None
-    reporter.send(t="ready", params=int(n_params), device=str(device))
+    reporter.send(t="ready", params=int(n_params), device=str(device), features=features)
 
     batches = Batches(train_x, train_y, prm["batch"], job["transform"]["hflip"], job["seed"], torch, reporter)
     loss_meter = LossMeter(batches, job["classes"], torch, F)
@@ -402,6 +403,29 @@ def _check_forward(model, sample, classes, torch):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise CandidateError("forward", f"forward() returned {shape} for input {tuple(sample.shape)}; "
                                         f"expected ({len(sample)}, {classes})")
+
+
+_WEIGHTED = ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose2d", "Linear")
+
+
+def _features(model, sample, torch):
+    """What the predictor learns from, measured on the built network before it trains: the FLOPs of one
+    sample's forward pass, the layers by type (leaf modules) and the depth in weighted layers."""
+    layers = {}
+    for module in model.modules():
+        if not any(True for _ in module.children()):
+            name = type(module).__name__
+            layers[name] = layers.get(name, 0) + 1
+    flops = None
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(sample)
+        flops = int(counter.get_total_flops())
+    except Exception:  # a network the counter cannot follow still trains; it just has no FLOP count
+        pass
+    return {"flops": flops, "depth": sum(n for k, n in layers.items() if k in _WEIGHTED), "layers": layers}
 
 
 def _predict(model, images, device, classes, torch, reporter):
