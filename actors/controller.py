@@ -109,6 +109,10 @@ async def gate_sample(llm, dedup, task, prompts: list[Prompt], sampling: dict, a
     return judge(kinds)
 
 
+def _percent(share: float | None) -> str:
+    return "-" if share is None else f"{share:.0%}"
+
+
 class Controller:
     def __init__(self, cfg: Config, run: RunDir, handles: Handles) -> None:
         self.cfg, self.rundir, self.h = cfg, run, handles
@@ -125,6 +129,7 @@ class Controller:
         self.queue: asyncio.Queue[tuple[CandidateSpec, int]] = asyncio.Queue()
         self.retries: list[tuple[Prompt, str]] = []  # re-prompts after a parse failure, with the failed candidate
         self.events: list[str] = []
+        self.temperature = cfg.llm.temperature
         self.training = 0
         self.busy_seconds = 0.0
         self.failure: StageError | None = None
@@ -239,7 +244,8 @@ class Controller:
         else:
             prompts += [(self.task.prompt(pool, rng), 1, None) for _ in range(fresh)]
         adapter = self.adapters.get(batch.adapter)
-        sampling = self._sampling(rng.randrange(2**31)) | {"logprobs": self.cfg.learner.grpo}
+        sampling = self._sampling(rng.randrange(2**31)) | {"logprobs": self.cfg.learner.grpo,
+                                                           "temperature": self._temperature(batch)}
         generated = await self._complete([p.payload() for p, _, _ in prompts], sampling, adapter)
         await self.h.store.add_generation.remote(batch.cycle, batch.adapter, len(prompts), generated["tokens"],
                                                  generated["seconds"])
@@ -262,6 +268,16 @@ class Controller:
         for spec in new:
             self.queue.put_nowait((spec, 0))
         await self._act(actions)
+
+    def _temperature(self, batch: Batch) -> float:
+        """The loop's temperature for this batch; a change is an event, so a run shows when and why."""
+        loop = self.cfg.loop
+        value = self.loop.temperature(self.cfg.llm.temperature, loop.novelty_gain, loop.max_temperature)
+        if value != self.temperature:
+            self._event(f"cycle {batch.cycle}: novel yield {_percent(self.loop.novel_yield(batch.cycle))} (cycle 0: "
+                        f"{_percent(self.loop.novel_yield(0))}): temperature {self.temperature} -> {value}")
+            self.temperature = value
+        return value
 
     def _sampling(self, seed: int) -> dict[str, Any]:
         llm = self.cfg.llm

@@ -229,6 +229,9 @@ class LoopConfig(Section):
                                                          "budget search methods in this unit)")
     max_minutes: float | None = Field(None, gt=0)
     queue_size: int = Field(4, ge=1, description="generated candidates waiting for a trainer")
+    novelty_gain: float = Field(2.0, ge=0, description="raise llm.temperature by this much per unit of novel yield "
+                                                       "(new / generated) lost against cycle 0; 0: fixed temperature")
+    max_temperature: float = Field(1.2, gt=0, description="the highest temperature novelty_gain may reach")
 
 
 class RayConfig(Section):

@@ -40,6 +40,7 @@ class Sample:
     completion_ids: list[int]  # the sampled tokens
     old_logprobs: list[float]  # their log-probabilities under the sampling policy
     reward: float
+    temperature: float = 1.0  # the sampling temperature (the loop raises it when novelty falls)
 
 
 def reward(status: str | None, first_epoch_accuracy: float | None, similarity: float | None,
@@ -68,7 +69,7 @@ def advantages(rewards: list[float]) -> list[float] | None:
 
 
 def grpo_update(base, tokenizer, groups: list[list[Sample]], out_dir: Path, cfg: LearnerConfig,
-                previous: Path | None = None, temperature: float = 1.0, seed: int = 0) -> AdapterReport:
+                previous: Path | None = None, seed: int = 0) -> AdapterReport:
     """`cfg.grpo_steps` passes over the groups that carry a signal, starting from `previous` (the adapter
     that sampled them, for an on-policy ratio). Raises UpdateFailed when no group does, or the loss is
     not finite."""
@@ -86,7 +87,7 @@ def grpo_update(base, tokenizer, groups: list[list[Sample]], out_dir: Path, cfg:
         for sample, a in zip(group, adv, strict=True):
             prompt_ids = tokenizer(sample.prompt, add_special_tokens=False)["input_ids"]
             if sample.completion_ids:
-                items.append((prompt_ids, sample.completion_ids, sample.old_logprobs, a))
+                items.append((prompt_ids, sample.completion_ids, sample.old_logprobs, a, sample.temperature))
     if not items:
         raise UpdateFailed(f"none of {len(groups)} groups had rewards that differ")
     rng = random.Random(seed)
@@ -98,8 +99,7 @@ def grpo_update(base, tokenizer, groups: list[list[Sample]], out_dir: Path, cfg:
         for _ in range(cfg.grpo_steps):
             rng.shuffle(items)
             for start in range(0, len(items), cfg.batch_size):
-                loss = _loss(model, items[start:start + cfg.batch_size], tokenizer.pad_token_id, cfg, temperature,
-                             device)
+                loss = _loss(model, items[start:start + cfg.batch_size], tokenizer.pad_token_id, cfg, device)
                 if not torch.isfinite(loss):
                     raise UpdateFailed(f"the GRPO loss diverged ({loss.item()})")
                 loss.backward()
@@ -114,23 +114,24 @@ def grpo_update(base, tokenizer, groups: list[list[Sample]], out_dir: Path, cfg:
     return AdapterReport(str(out_dir), len(items), len(losses), sum(tail) / len(tail), time.monotonic() - started)
 
 
-def _loss(model, batch, pad_id: int, cfg: LearnerConfig, temperature: float, device):
+def _loss(model, batch, pad_id: int, cfg: LearnerConfig, device):
     import torch
 
     from nngpt_ray.llm import token_logprobs
 
-    width = max(len(p) + len(c) for p, c, _, _ in batch)
+    width = max(len(p) + len(c) for p, c, *_ in batch)
     ids = torch.full((len(batch), width), pad_id)
     labels = torch.full((len(batch), width), -100)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
     old = torch.zeros((len(batch), width - 1))
-    for row, (p, c, old_lp, _) in enumerate(batch):
+    for row, (p, c, old_lp, *_) in enumerate(batch):
         n = len(p) + len(c)
         ids[row, :n] = torch.tensor(p + c)
         labels[row, len(p):n] = torch.tensor(c)
         mask[row, :n] = 1
         old[row, len(p) - 1:n - 1] = torch.tensor(old_lp[:len(c)])
-    advantage = torch.tensor([a for _, _, _, a in batch], device=device).unsqueeze(1)
+    advantage = torch.tensor([a for _, _, _, a, _ in batch], device=device).unsqueeze(1)
+    temperature = torch.tensor([t for *_, t in batch], device=device)  # each row as it was sampled
     ids, labels, mask, old = ids.to(device), labels.to(device), mask.to(device), old.to(device)
     logprobs, scored = token_logprobs(model, ids, mask, labels, temperature)
     with torch.no_grad(), model.disable_adapter():

@@ -58,10 +58,10 @@ class Learner:
             _check(report, "SFT")
             start = tmp / "sft"
         if groups:
-            samples = [[Sample(render(g["prompt"], self.tokenizer), g["tokens"], g["logprobs"], g["reward"])
-                        for g in group] for group in groups]
+            samples = [[Sample(render(g["prompt"], self.tokenizer), g["tokens"], g["logprobs"], g["reward"],
+                               g["temperature"]) for g in group] for group in groups]
             grpo = grpo_update(self.base, self.tokenizer, samples, tmp / "grpo", self.cfg.learner, previous=start,
-                               temperature=groups[0][0]["temperature"], seed=self.cfg.run.seed)
+                               seed=self.cfg.run.seed)
             _check(grpo, "GRPO")
             report = AdapterReport(grpo.path, (report.examples if report else 0) + grpo.examples,
                                    (report.steps if report else 0) + grpo.steps, grpo.loss,

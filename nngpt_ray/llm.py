@@ -123,12 +123,14 @@ def batches(encoded, batch_size: int, pad_id: int, rng: random.Random):
         yield ids, labels, mask, weights
 
 
-def token_logprobs(model, ids, mask, labels, temperature: float = 1.0):
+def token_logprobs(model, ids, mask, labels, temperature=1.0):
     """Per-token log-probabilities of `labels` (-100: not scored) under `model`, and the mask of scored
-    tokens: both (batch, length - 1). The logits are divided by `temperature`, as at sampling."""
+    tokens: both (batch, length - 1). The logits are divided by `temperature` (one number, or one per
+    row), as at sampling."""
     import torch
 
-    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float() / max(temperature, 1e-6)
+    temperature = torch.as_tensor(temperature, dtype=torch.float32, device=ids.device).clamp(min=1e-6)
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float() / temperature.reshape(-1, 1, 1)
     targets = labels[:, 1:]
     scored = targets != -100
     logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)

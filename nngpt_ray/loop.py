@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from nngpt_ray.store import Store
 
 Admission = Literal["invalid", "duplicate", "new"]
+NOVELTY_WINDOW = 12  # completions of a cycle before its own novel yield steers its temperature
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,25 @@ class Loop:
         if b.max_sent is not None:  # a batch never asks for more than could still be sent: no overshoot
             room = min(room, b.max_sent - self.sent_total - self.in_flight)
         return room
+
+    def novel_yield(self, cycle: int) -> float | None:
+        """New candidates sent to training per completion generated in `cycle` (None before any)."""
+        c = self.counts.get(cycle)
+        return c.sent / c.generated if c and c.generated else None
+
+    def temperature(self, base: float, gain: float, ceiling: float) -> float:
+        """The sampling temperature for the next batch: `base`, raised in proportion to how far the novel
+        yield has fallen below cycle 0's (the current cycle's once it has NOVELTY_WINDOW completions, the
+        previous cycle's before that), up to `ceiling`. A model the learner made repetitive is pushed to
+        explore again; one that stays as inventive as the base model samples at `base`."""
+        reference = self.novel_yield(0)
+        if self.cycle == 0 or gain == 0 or reference is None:
+            return base
+        now = self.counts.get(self.cycle, CycleCounts())
+        observed = self.novel_yield(self.cycle if now.generated >= NOVELTY_WINDOW else self.cycle - 1)
+        if observed is None:
+            return base
+        return round(min(max(ceiling, base), base + gain * max(0.0, reference - observed)), 3)
 
     # ------------------------------------------------------------------ events
 

@@ -220,3 +220,32 @@ def test_a_restored_state_that_owes_an_action_gets_it_at_start(tmp_path):
     assert loop.update_failed(1, "x")[-1] == Advance(0, 1, 0, activated=False)
     fresh = make()
     assert fresh.start() == [] and fresh.can_generate()  # a new run owes nothing
+
+
+def _cycle_0_at_two_thirds(loop: Loop) -> None:
+    fill(loop, ["new", "invalid", "duplicate", "new"])
+    fill(loop, ["new", "new"], size=2)  # 4 new of 6: yield 2/3
+    for cid in list(loop.pending):
+        loop.finished_candidate(cid, accepted=False)
+
+
+def test_temperature_rises_when_novel_yield_falls_below_cycle_0s():
+    loop = make(per_cycle=4, every_k=99, max_generations_per_cycle=40)
+    assert loop.temperature(0.6, 2.0, 1.2) == 0.6  # cycle 0 is the reference
+    _cycle_0_at_two_thirds(loop)
+    assert loop.cycle == 1 and loop.temperature(0.6, 2.0, 1.2) == 0.6  # nothing seen yet: the previous cycle's
+    for _ in range(3):
+        fill(loop, ["duplicate", "duplicate", "duplicate", "invalid"])
+    fill(loop, ["new", "duplicate", "duplicate", "duplicate"])  # 16 completions, 1 new
+    assert loop.temperature(0.6, 0.5, 1.2) == round(0.6 + 0.5 * (2 / 3 - 1 / 16), 3)
+    assert loop.temperature(0.6, 2.0, 1.2) == 1.2  # up to the ceiling
+    assert loop.temperature(0.6, 0.0, 1.2) == 0.6  # gain 0: the configured temperature, always
+
+
+def test_temperature_stays_at_base_while_the_model_is_as_inventive_as_at_cycle_0():
+    loop = make(per_cycle=4, every_k=99, max_generations_per_cycle=40)
+    _cycle_0_at_two_thirds(loop)
+    fill(loop, ["new"] * 4)  # cycle 1: every completion new
+    for cid in list(loop.pending):
+        loop.finished_candidate(cid, accepted=False)
+    assert loop.cycle == 2 and loop.temperature(0.6, 2.0, 1.2) == 0.6
