@@ -109,15 +109,12 @@ async def gate_sample(llm, dedup, task, prompts: list[Prompt], sampling: dict, a
     return judge(kinds)
 
 
-def _percent(share: float | None) -> str:
-    return "-" if share is None else f"{share:.0%}"
-
-
 class Controller:
     def __init__(self, cfg: Config, run: RunDir, handles: Handles) -> None:
         self.cfg, self.rundir, self.h = cfg, run, handles
         with contextlib.closing(Store(run.store, readonly=True)) as store:
-            self.loop, self.unfinished = Loop.restore(Budget.from_config(cfg), store, cfg.learner.accept_threshold)
+            self.loop, self.unfinished = Loop.restore(Budget.from_config(cfg), store, cfg.learner.accept_threshold,
+                                                      cfg.run.seed)
             self.adapters = {a["version"]: Adapter(name=a["name"], version=a["version"], path=a["path"])
                              for a in store.adapters() if Path(a["path"]).is_dir()}
         self.task = make_task(cfg.task.kind, dataset_info(cfg.data.dataset), cfg.train.epochs,
@@ -129,7 +126,6 @@ class Controller:
         self.queue: asyncio.Queue[tuple[CandidateSpec, int]] = asyncio.Queue()
         self.retries: list[tuple[Prompt, str]] = []  # re-prompts after a parse failure, with the failed candidate
         self.events: list[str] = []
-        self.temperature = cfg.llm.temperature
         self.training = 0
         self.busy_seconds = 0.0
         self.failure: StageError | None = None
@@ -245,7 +241,7 @@ class Controller:
             prompts += [(self.task.prompt(pool, rng), 1, None) for _ in range(fresh)]
         adapter = self.adapters.get(batch.adapter)
         sampling = self._sampling(rng.randrange(2**31)) | {"logprobs": self.cfg.learner.grpo,
-                                                           "temperature": self._temperature(batch)}
+                                                           "temperature": batch.temperature}
         generated = await self._complete([p.payload() for p, _, _ in prompts], sampling, adapter)
         await self.h.store.add_generation.remote(batch.cycle, batch.adapter, len(prompts), generated["tokens"],
                                                  generated["seconds"])
@@ -268,16 +264,6 @@ class Controller:
         for spec in new:
             self.queue.put_nowait((spec, 0))
         await self._act(actions)
-
-    def _temperature(self, batch: Batch) -> float:
-        """The loop's temperature for this batch; a change is an event, so a run shows when and why."""
-        loop = self.cfg.loop
-        value = self.loop.temperature(self.cfg.llm.temperature, loop.novelty_gain, loop.max_temperature)
-        if value != self.temperature:
-            self._event(f"cycle {batch.cycle}: novel yield {_percent(self.loop.novel_yield(batch.cycle))} (cycle 0: "
-                        f"{_percent(self.loop.novel_yield(0))}): temperature {self.temperature} -> {value}")
-            self.temperature = value
-        return value
 
     def _sampling(self, seed: int) -> dict[str, Any]:
         llm = self.cfg.llm
@@ -441,6 +427,9 @@ class Controller:
                 await self.h.store.advance_cycle.remote(action.ended, action.started, action.adapter)
                 faults.point("controller.advanced")
                 how = f"adapter v{action.adapter} switched in" if action.activated else f"adapter v{action.adapter}"
+                record = self.loop.temperature_record(action.ended)
+                if record:
+                    self._event(f"cycle {action.ended} by temperature (new/generated): {record}")
                 self._event(f"cycle {action.started} started: {how}")
         self.wakeup.notify()
 

@@ -5,11 +5,15 @@
 Modes (everything else is the default config; one local Ray and the embedded model serve all runs):
 
 - before:   the learner as it was: SFT on the most recent accepted results, continued from the last
-            adapter, no replay, no gate;
+            adapter, no replay, no gate, a fixed sampling temperature;
 - sft:      SFT on the best distinct accepted results weighted by rank, half the examples replayed from
             the bootstrap set, a fresh adapter per update, the activation gate;
 - grpo:     GRPO on groups rewarded by the pipeline (from the adapter that sampled them), the gate;
-- sft+grpo: SFT then GRPO in each update, the gate.
+- sft+grpo: SFT then GRPO in each update, the gate (the default);
+- sft+grpo-fixed-t: the same at llm.temperature 0.6 throughout (loop.temperatures=[]), to isolate
+            what choosing each batch's temperature by novel yield does.
+
+All modes but `before` and `sft+grpo-fixed-t` choose each batch's temperature by novel yield (the default config).
 
 All modes count the seed networks as known to dedup (a seed written out again is not new).
 
@@ -33,10 +37,11 @@ from nngpt_ray.store import Store
 
 MODES = {
     "before": ["learner.kind=sft", "learner.selection=recent", "learner.replay_ratio=0", "learner.continue_adapter=true",
-               "learner.gate_prompts=0"],
+               "learner.gate_prompts=0", "loop.temperatures=[]"],
     "sft": ["learner.kind=sft"],
     "grpo": ["learner.kind=grpo"],
     "sft+grpo": ["learner.kind=sft+grpo"],
+    "sft+grpo-fixed-t": ["learner.kind=sft+grpo", "loop.temperatures=[]"],
 }
 
 

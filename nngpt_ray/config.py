@@ -229,9 +229,16 @@ class LoopConfig(Section):
                                                          "budget search methods in this unit)")
     max_minutes: float | None = Field(None, gt=0)
     queue_size: int = Field(4, ge=1, description="generated candidates waiting for a trainer")
-    novelty_gain: float = Field(2.0, ge=0, description="raise llm.temperature by this much per unit of novel yield "
-                                                       "(new / generated) lost against cycle 0; 0: fixed temperature")
-    max_temperature: float = Field(1.2, gt=0, description="the highest temperature novelty_gain may reach")
+    temperatures: list[float] = Field([0.4, 0.6, 0.8], description="sampling temperatures each generation batch "
+                                      "chooses among, by Thompson sampling on novel yield (new / generated) in the "
+                                      "current cycle; empty: always llm.temperature")
+
+    @field_validator("temperatures")
+    @classmethod
+    def _positive(cls, value: list[float]) -> list[float]:
+        if any(t <= 0 for t in value):
+            raise ValueError("temperatures must be above 0 (greedy decoding gives one completion per prompt)")
+        return sorted(set(value))
 
 
 class RayConfig(Section):

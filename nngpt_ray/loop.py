@@ -12,10 +12,15 @@ as soon as `every_k` new accepted results exist, while generation and training g
 makes is *staged* and takes over at the next cycle boundary, so every cycle is a same-sized sample of
 one adapter's work. A cycle that ends with no staged adapter waits for its candidates to finish, then
 tries one update with whatever was accepted, and otherwise moves on with the adapter it had.
+
+Each batch is sampled at a temperature chosen among `loop.temperatures` by Thompson sampling on novel
+yield: a fine-tuned adapter that grows sharp and repetitive gets a hotter temperature, one whose fills fall
+apart when hot gets a cooler one, as measured in its own cycle.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -26,7 +31,6 @@ if TYPE_CHECKING:
     from nngpt_ray.store import Store
 
 Admission = Literal["invalid", "duplicate", "new"]
-NOVELTY_WINDOW = 12  # completions of a cycle before its own novel yield steers its temperature
 
 
 @dataclass(frozen=True)
@@ -38,13 +42,15 @@ class Budget:
     max_candidates: int | None = None  # completions generated, whole run
     max_sent: int | None = None  # candidates sent to training, whole run
     max_learner_failures: int = 3  # consecutive failed updates before learning is turned off
+    temperatures: tuple[float, ...] = (1.0,)  # sampling temperatures each batch chooses among
 
     @classmethod
     def from_config(cls, cfg: Config) -> Budget:
         return cls(cycles=cfg.loop.cycles, per_cycle=cfg.loop.candidates_per_cycle,
                    max_generations_per_cycle=cfg.loop.max_generations_per_cycle, every_k=cfg.learner.every_k,
                    max_candidates=cfg.loop.max_candidates, max_sent=cfg.loop.max_sent,
-                   max_learner_failures=cfg.learner.max_failures)
+                   max_learner_failures=cfg.learner.max_failures,
+                   temperatures=tuple(cfg.loop.temperatures or [cfg.llm.temperature]))
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,7 @@ class Batch:
     adapter: int
     size: int
     index: int
+    temperature: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,14 @@ class CycleCounts:
 
 
 @dataclass
+class Arm:
+    """What batches sampled at one temperature in one cycle gave."""
+
+    generated: int = 0
+    new: int = 0
+
+
+@dataclass
 class Loop:
     budget: Budget
     cycle: int = 0
@@ -104,12 +119,19 @@ class Loop:
     learning_off: bool = False
     learner_failures: int = 0
     tried_at: int | None = None  # cycle whose boundary already tried (and failed) to make an update
+    arms: dict[tuple[int, float], Arm] = field(default_factory=dict)  # (cycle, temperature) -> its record
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(f"{self.seed}:temperature")
 
     @classmethod
-    def restore(cls, budget: Budget, store: Store, accept_threshold: float) -> tuple[Loop, list[CandidateSpec]]:
+    def restore(cls, budget: Budget, store: Store, accept_threshold: float,
+                seed: int = 0) -> tuple[Loop, list[CandidateSpec]]:
         """Where a run stands, read from its store: the loop state and the candidates to train (again).
-        Reads only; the store already has cycle 0 and no open attempts (the driver saw to both)."""
-        loop = cls(budget)
+        Reads only; the store already has cycle 0 and no open attempts (the driver saw to both). The
+        temperatures' record starts afresh (a resumed run explores them again)."""
+        loop = cls(budget, seed=seed)
         cycles = store.cycles()
         if cycles:
             loop.cycle, loop.adapter = cycles[-1]["cycle"], cycles[-1]["adapter"]
@@ -121,6 +143,7 @@ class Loop:
         for row in store.cycle_stats():
             loop.counts[row["cycle"]] = CycleCounts(generated=int(row["generated"] or 0), sent=int(row["queued"] or 0))
         loop.generated_total = sum(c.generated for c in loop.counts.values())
+        loop.rng = random.Random(f"{seed}:temperature:{loop.generated_total}")  # continues, not replays
         unfinished = store.unfinished()
         loop.pending = {spec.id: spec.origin.cycle or 0 for spec in unfinished}
         loop.accepted_since_update = store.accepted_since(accept_threshold,
@@ -174,7 +197,7 @@ class Loop:
         room = self._room(size)
         if room <= 0:
             return None
-        batch = Batch(self.cycle, self.adapter, room, self.generated_total + self.in_flight)
+        batch = Batch(self.cycle, self.adapter, room, self.generated_total + self.in_flight, self._temperature())
         self.current().in_flight += room
         return batch
 
@@ -197,19 +220,27 @@ class Loop:
         c = self.counts.get(cycle)
         return c.sent / c.generated if c and c.generated else None
 
-    def temperature(self, base: float, gain: float, ceiling: float) -> float:
-        """The sampling temperature for the next batch: `base`, raised in proportion to how far the novel
-        yield has fallen below cycle 0's (the current cycle's once it has NOVELTY_WINDOW completions, the
-        previous cycle's before that), up to `ceiling`. A model the learner made repetitive is pushed to
-        explore again; one that stays as inventive as the base model samples at `base`."""
-        reference = self.novel_yield(0)
-        if self.cycle == 0 or gain == 0 or reference is None:
-            return base
-        now = self.counts.get(self.cycle, CycleCounts())
-        observed = self.novel_yield(self.cycle if now.generated >= NOVELTY_WINDOW else self.cycle - 1)
-        if observed is None:
-            return base
-        return round(min(max(ceiling, base), base + gain * max(0.0, reference - observed)), 3)
+    def temperature_record(self, cycle: int) -> str:
+        """What each temperature gave in `cycle`, e.g. "0.4: 3/10, 0.6: 5/21"."""
+        return ", ".join(f"{t:g}: {a.new}/{a.generated}" for (c, t), a in sorted(self.arms.items()) if c == cycle)
+
+    def _temperature(self) -> float:
+        """Thompson sampling over the configured temperatures, on novel yield (a completion is a success
+        when it is sent to training as a new candidate). The current cycle's own record counts fully and
+        the previous cycle's at half weight, so each adapter is measured as it samples and a cycle does not
+        start from nothing. One temperature: that one, always."""
+        arms = self.budget.temperatures
+        if len(arms) <= 1:
+            return arms[0] if arms else 1.0
+        best, choice = -1.0, arms[0]
+        for t in arms:
+            now, before = self.arms.get((self.cycle, t), Arm()), self.arms.get((self.cycle - 1, t), Arm())
+            new = now.new + before.new / 2
+            other = (now.generated - now.new) + (before.generated - before.new) / 2
+            draw = self.rng.betavariate(1 + new, 1 + other)
+            if draw > best:
+                best, choice = draw, t
+        return choice
 
     # ------------------------------------------------------------------ events
 
@@ -225,6 +256,9 @@ class Loop:
         c.generated += len(kinds)
         self.generated_total += len(kinds)
         c.sent += len(new_ids)
+        arm = self.arms.setdefault((batch.cycle, batch.temperature), Arm())
+        arm.generated += len(kinds)
+        arm.new += len(new_ids)
         for cid in new_ids:
             self.pending[cid] = batch.cycle
         return self._advance()

@@ -9,8 +9,9 @@ from nngpt_ray.spec import CandidateSpec, EpochResult, EvalResult, Origin
 from nngpt_ray.store import Store
 
 
-def make(**kw) -> Loop:
-    return Loop(Budget(**({"cycles": 3, "per_cycle": 4, "max_generations_per_cycle": 20, "every_k": 2} | kw)))
+def make(seed: int = 0, **kw) -> Loop:
+    return Loop(Budget(**({"cycles": 3, "per_cycle": 4, "max_generations_per_cycle": 20, "every_k": 2} | kw)),
+                seed=seed)
 
 
 def fill(loop: Loop, kinds: list[str], size: int = 4) -> tuple[list[str], list]:
@@ -192,7 +193,8 @@ def test_the_budget_is_what_the_config_says():
     cfg = load_config(None, ["loop.cycles=7", "loop.candidates_per_cycle=5", "learner.every_k=3",
                              "loop.max_candidates=40", "learner.max_failures=2"])
     assert Budget.from_config(cfg) == Budget(cycles=7, per_cycle=5, max_generations_per_cycle=160, every_k=3,
-                                             max_candidates=40, max_learner_failures=2)
+                                             max_candidates=40, max_learner_failures=2, temperatures=(0.4, 0.6, 0.8))
+    assert Budget.from_config(load_config(None, ["loop.temperatures=[]", "llm.temperature=0.7"])).temperatures == (0.7,)
     assert Budget.from_config(load_config(None, ["loop.max_sent=12"])).max_sent == 12
 
 
@@ -222,30 +224,40 @@ def test_a_restored_state_that_owes_an_action_gets_it_at_start(tmp_path):
     assert fresh.start() == [] and fresh.can_generate()  # a new run owes nothing
 
 
-def _cycle_0_at_two_thirds(loop: Loop) -> None:
-    fill(loop, ["new", "invalid", "duplicate", "new"])
-    fill(loop, ["new", "new"], size=2)  # 4 new of 6: yield 2/3
-    for cid in list(loop.pending):
-        loop.finished_candidate(cid, accepted=False)
+def test_each_batch_samples_at_the_temperature_that_yields_new_networks():
+    temperatures = (0.4, 0.6, 0.8)
+    loop = make(per_cycle=1000, max_generations_per_cycle=1000, temperatures=temperatures, seed=3)
+    chosen = []
+    for _ in range(120):  # 0.8 gives a new network 3 times in 4, the others 1 in 8
+        batch = loop.next_batch(4)
+        chosen.append(batch.temperature)
+        kinds = ["new", "new", "new", "invalid"] if batch.temperature == 0.8 else ["new"] + ["duplicate"] * 3 \
+            if batch.index % 8 == 0 else ["duplicate"] * 4
+        loop.admitted(batch, kinds, [f"c{batch.index + i}" for i, k in enumerate(kinds) if k == "new"])
+    assert set(chosen[:30]) == set(temperatures)  # all are tried
+    assert chosen[60:].count(0.8) > 0.8 * len(chosen[60:])  # then the one that yields is used
+    assert loop.temperature_record(0).startswith("0.4: ") and "0.8: " in loop.temperature_record(0)
 
 
-def test_temperature_rises_when_novel_yield_falls_below_cycle_0s():
-    loop = make(per_cycle=4, every_k=99, max_generations_per_cycle=40)
-    assert loop.temperature(0.6, 2.0, 1.2) == 0.6  # cycle 0 is the reference
-    _cycle_0_at_two_thirds(loop)
-    assert loop.cycle == 1 and loop.temperature(0.6, 2.0, 1.2) == 0.6  # nothing seen yet: the previous cycle's
-    for _ in range(3):
-        fill(loop, ["duplicate", "duplicate", "duplicate", "invalid"])
-    fill(loop, ["new", "duplicate", "duplicate", "duplicate"])  # 16 completions, 1 new
-    assert loop.temperature(0.6, 0.5, 1.2) == round(0.6 + 0.5 * (2 / 3 - 1 / 16), 3)
-    assert loop.temperature(0.6, 2.0, 1.2) == 1.2  # up to the ceiling
-    assert loop.temperature(0.6, 0.0, 1.2) == 0.6  # gain 0: the configured temperature, always
+def test_the_temperature_follows_the_adapter_from_cycle_to_cycle():
+    loop = make(per_cycle=60, max_generations_per_cycle=400, every_k=10**6, temperatures=(0.4, 0.8), seed=1)
+    def cycle(good: float) -> list[float]:
+        chosen = []
+        while not loop.quota_done():
+            batch = loop.next_batch(4)
+            chosen.append(batch.temperature)
+            kinds = ["new"] * 2 + ["duplicate"] * 2 if batch.temperature == good else ["duplicate"] * 4
+            loop.admitted(batch, kinds, [f"c{batch.index + i}" for i, k in enumerate(kinds) if k == "new"])
+        for cid in list(loop.pending):
+            loop.finished_candidate(cid, accepted=False)
+        return chosen
+
+    first = cycle(good=0.4)
+    second = cycle(good=0.8)  # the new adapter is sharper: only the hot temperature still gives new networks
+    assert loop.cycle == 2
+    assert first[-10:].count(0.4) >= 8 and second[-10:].count(0.8) >= 8
 
 
-def test_temperature_stays_at_base_while_the_model_is_as_inventive_as_at_cycle_0():
-    loop = make(per_cycle=4, every_k=99, max_generations_per_cycle=40)
-    _cycle_0_at_two_thirds(loop)
-    fill(loop, ["new"] * 4)  # cycle 1: every completion new
-    for cid in list(loop.pending):
-        loop.finished_candidate(cid, accepted=False)
-    assert loop.cycle == 2 and loop.temperature(0.6, 2.0, 1.2) == 0.6
+def test_one_temperature_is_always_used():
+    loop = make(temperatures=(0.7,))
+    assert loop.next_batch(4).temperature == 0.7
