@@ -389,7 +389,8 @@ class Controller:
         if outcomes.is_trained(status) and best is not None:
             await self.h.predictor.observe.remote(dataset, best)
         actions = self.loop.finished_candidate(
-            candidate_id, outcomes.is_accepted(status, best, self.cfg.learner.accept_threshold))
+            candidate_id, outcomes.is_accepted(status, best, self.cfg.learner.accept_threshold),
+            valid=outcomes.is_valid(status))
         faults.point("controller.recorded")
         await self._act(actions)
 
@@ -506,15 +507,21 @@ class Controller:
         return out
 
     async def _gate(self, staged: Adapter, active: Adapter | None) -> tuple[bool, str, dict | None]:
-        """Sample the fixed gate prompts with the staged and the active adapter (same seed) and judge both."""
+        """Sample the fixed gate prompts with the staged adapter, the active one and the base model (same
+        seed, judged against what the store knows now) and hold the staged one to the better of the other
+        two: a reference that is only the active adapter lets each version lose up to the tolerance, and
+        the losses add up (measured: 0.58, 0.50, 0.42 over three versions that each passed)."""
         cfg = self.cfg.learner
         if not cfg.gate_prompts:
             return True, "no gate", None
         measured = {}
-        for name, adapter in (("staged", staged), ("active", active)):
+        for name, adapter in (("staged", staged), ("active", active), ("base", None)):
+            if name == "base" and active is None:
+                continue  # the active model is the base model
             measured[name] = await gate_sample(self.h.llm, self.h.dedup, self.task, self.gate_prompts,
                                                self._sampling(self.cfg.run.seed), adapter)
-        passed, reason = decide(measured["staged"], measured["active"], cfg.gate_tolerance)
+        reference = max((measured[k] for k in ("active", "base") if k in measured), key=lambda g: g.novel_yield)
+        passed, reason = decide(measured["staged"], reference, cfg.gate_tolerance)
         return passed, reason, {k: v.as_dict() for k, v in measured.items()}
 
     # ------------------------------------------------------------------ reporting

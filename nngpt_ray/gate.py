@@ -1,11 +1,11 @@
 """The activation gate: a new adapter goes live only if it does not make the model repeat itself.
 
 Before a staged adapter is switched in, a fixed set of prompts (built once per run from the seeds) is
-sampled with it and with the active adapter, with the same sampling seed. Each completion is judged as the
+sampled with it, with the active adapter and with the base model, with the same sampling seed. Each completion is judged as the
 loop judges it: it parses (a valid candidate) and it is new (not a duplicate of anything in the store, nor
 of an earlier completion of the same sample). The new adapter is activated only if its novel yield does
-not fall below the active adapter's by more than `tolerance`. Both measurements and the decision are
-recorded with the adapter.
+not fall below the reference's (the better of the active adapter and the base model) by more than
+`tolerance`. The measurements and the decision are recorded with the adapter.
 """
 
 from __future__ import annotations
@@ -38,6 +38,6 @@ def judge(kinds: list[str]) -> GateSample:
 
 def decide(staged: GateSample, active: GateSample, tolerance: float) -> tuple[bool, str]:
     floor = active.novel_yield - tolerance
-    verdict = (f"novel yield {staged.novel_yield:.2f} vs {active.novel_yield:.2f} for the active adapter "
+    verdict = (f"novel yield {staged.novel_yield:.2f} vs {active.novel_yield:.2f} for the reference "
                f"(parse rate {staged.parse_rate:.2f} vs {active.parse_rate:.2f}; tolerance {tolerance:g})")
     return staged.novel_yield >= floor - 1e-9, verdict

@@ -120,6 +120,7 @@ class Loop:
     learner_failures: int = 0
     tried_at: int | None = None  # cycle whose boundary already tried (and failed) to make an update
     arms: dict[tuple[int, float], Arm] = field(default_factory=dict)  # (cycle, temperature) -> its record
+    sampled_at: dict[str, tuple[int, float]] = field(default_factory=dict)  # candidate id -> its arm, until back
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -226,7 +227,7 @@ class Loop:
 
     def _temperature(self) -> float:
         """Thompson sampling over the configured temperatures, on novel yield (a completion is a success
-        when it is sent to training as a new candidate). The current cycle's own record counts fully and
+        when it is sent to training as a new candidate and, once back, was a working network). The current cycle's own record counts fully and
         the previous cycle's at half weight, so each adapter is measured as it samples and a cycle does not
         start from nothing. One temperature: that one, always."""
         arms = self.budget.temperatures
@@ -261,16 +262,21 @@ class Loop:
         arm.new += len(new_ids)
         for cid in new_ids:
             self.pending[cid] = batch.cycle
+            self.sampled_at[cid] = (batch.cycle, batch.temperature)
         return self._advance()
 
     def batch_lost(self, batch: Batch) -> None:
         """A request was cancelled or failed: its prompts were never generated."""
         self.counts[batch.cycle].in_flight -= batch.size
 
-    def finished_candidate(self, candidate_id: str, accepted: bool) -> list[Action]:
-        """A candidate sent to training has its final result (trained, stopped or failed)."""
+    def finished_candidate(self, candidate_id: str, accepted: bool, valid: bool = True) -> list[Action]:
+        """A candidate sent to training has its final result (trained, stopped or failed). One that could
+        not be built or run (`valid` False) no longer counts as new for the temperature it was sampled at."""
         if self.pending.pop(candidate_id, None) is None:
             return []
+        arm = self.sampled_at.pop(candidate_id, None)
+        if arm is not None and not valid:
+            self.arms[arm].new -= 1
         if accepted:
             self.accepted_since_update += 1
         return self._maybe_learn() + self._advance()
@@ -302,6 +308,7 @@ class Loop:
     def withdraw(self, candidate_id: str) -> None:
         """A candidate sent to training will not be trained in this run (it stays queued for a resume)."""
         self.pending.pop(candidate_id, None)
+        self.sampled_at.pop(candidate_id, None)
 
     # ------------------------------------------------------------------ rules
 

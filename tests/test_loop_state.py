@@ -261,3 +261,16 @@ def test_the_temperature_follows_the_adapter_from_cycle_to_cycle():
 def test_one_temperature_is_always_used():
     loop = make(temperatures=(0.7,))
     assert loop.next_batch(4).temperature == 0.7
+
+
+def test_a_new_network_that_fails_to_build_is_not_counted_for_its_temperature():
+    loop = make(per_cycle=10, max_generations_per_cycle=100, temperatures=(0.4, 0.8))
+    batch = loop.next_batch(4)
+    new = [f"c{i}" for i in range(3)]
+    loop.admitted(batch, ["new", "new", "new", "invalid"], new)
+    assert loop.arms[(0, batch.temperature)].new == 3
+    loop.finished_candidate(new[0], accepted=False, valid=False)  # failed in the sandbox: forward
+    loop.finished_candidate(new[1], accepted=True)
+    loop.finished_candidate(new[1], accepted=True)  # a second report changes nothing
+    assert loop.arms[(0, batch.temperature)].new == 2
+    assert loop.temperature_record(0) == f"{batch.temperature:g}: 2/4"
