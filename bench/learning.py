@@ -4,6 +4,8 @@
 
 Modes (everything else is the default config; one local Ray and the embedded model serve all runs):
 
+- none:     no learning (nothing reaches the acceptance threshold): the base model throughout, the
+            control for how novelty falls on its own as the store fills with known networks;
 - before:   the learner as it was: SFT on the most recent accepted results, continued from the last
             adapter, no replay, no gate, a fixed sampling temperature;
 - sft:      SFT on the best distinct accepted results weighted by rank, half the examples replayed from
@@ -36,6 +38,7 @@ from nngpt_ray.rundir import RunDir
 from nngpt_ray.store import Store
 
 MODES = {
+    "none": ["learner.accept_threshold=1.0"],  # nothing is accepted, so no update ever starts: the base model
     "before": ["learner.kind=sft", "learner.selection=recent", "learner.replay_ratio=0", "learner.continue_adapter=true",
                "learner.gate_prompts=0", "loop.temperatures=[]"],
     "sft": ["learner.kind=sft"],
