@@ -170,6 +170,7 @@ def _predictor(data, path: Path) -> Path:
                label=f"{run['name']}: epochs run")
         ax.bar([x + offset for x in xs], [by_cycle[x][1] for x in xs], width, bottom=[by_cycle[x][0] for x in xs],
                color=f"C{i}", alpha=0.25, hatch="//", label=f"{run['name']}: epochs saved by stopping early")
+    ax.set_xticks(sorted({c["cycle"] or 0 for run in data for c in run["candidates"] if c["epochs_done"]}))
     ax.set_xlabel("cycle")
     ax.set_ylabel("epochs")
     ax.grid(alpha=0.3, axis="y")
