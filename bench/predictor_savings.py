@@ -19,7 +19,7 @@ import json
 import numpy as np
 
 from nngpt_ray.config import PredictorConfig
-from nngpt_ray.predictor import CurvePredictor, LearnedModel, LearnedPredictor, training_examples
+from nngpt_ray.predictor import CurvePredictor, LearnedModel, LearnedPredictor, one_openmp_thread, training_examples
 from nngpt_ray.rundir import RunDir
 from nngpt_ray.store import Store
 
@@ -71,6 +71,7 @@ def replay(runs: list[list], gate, models: dict[str, LearnedModel] | None) -> di
 
 
 def main() -> None:
+    one_openmp_thread()  # before scikit-learn loads
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dirs", nargs="+")
     parser.add_argument("--margins", default="0.5,0.7,0.8,0.9,0.95")

@@ -260,8 +260,9 @@ def _stores(run_dirs: list[str]):
 
 
 def _cmd_predictor_fit(args: argparse.Namespace) -> int:
-    from nngpt_ray.predictor import fit
+    from nngpt_ray.predictor import fit, one_openmp_thread
 
+    one_openmp_thread()  # before scikit-learn loads
     stores = _stores(args.run_dirs)
     model = fit(stores, args.quantile)
     path = model.save(Path(args.out) if args.out else Path(args.run_dirs[0]) / "predictor.pkl")
@@ -272,8 +273,9 @@ def _cmd_predictor_fit(args: argparse.Namespace) -> int:
 def _cmd_predictor_eval(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from nngpt_ray.predictor import LearnedModel, evaluate
+    from nngpt_ray.predictor import LearnedModel, evaluate, one_openmp_thread
 
+    one_openmp_thread()  # before scikit-learn loads
     model = LearnedModel.load(Path(args.model)) if args.model else None
     result = evaluate(_stores(args.run_dirs), model, seen=args.epochs)
     table = Table(title=f"final accuracy from the first {args.epochs} epochs: {result['n']} candidates, "
@@ -321,8 +323,10 @@ def _datasets(text: str | None) -> tuple[str, str] | None:
 
 
 def _cmd_suitability_fit(args: argparse.Namespace) -> int:
+    from nngpt_ray.predictor import one_openmp_thread
     from nngpt_ray.suitability import fit
 
+    one_openmp_thread()  # before scikit-learn loads
     model = fit(_stores(args.run_dirs), _datasets(args.datasets))
     path = model.save(Path(args.out) if args.out else Path(args.run_dirs[0]) / "suitability.pkl")
     out_console.print(f"suitability: {path} ({model.datasets[0]} vs {model.datasets[1]}, "
@@ -333,8 +337,10 @@ def _cmd_suitability_fit(args: argparse.Namespace) -> int:
 def _cmd_suitability_eval(args: argparse.Namespace) -> int:
     from rich.table import Table
 
+    from nngpt_ray.predictor import one_openmp_thread
     from nngpt_ray.suitability import SuitabilityModel, evaluate
 
+    one_openmp_thread()  # before scikit-learn loads
     model = SuitabilityModel.load(Path(args.model)) if args.model else None
     result = evaluate(_stores(args.run_dirs), model, _datasets(args.datasets))
     a, b = result["datasets"]

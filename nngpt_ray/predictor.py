@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -201,6 +202,15 @@ def _matrix(examples: list[tuple[PredictorInput, float, str]], seen: int | None)
                 ys.append(target)
                 groups.append(family)
     return np.array(xs, dtype=float), np.array(ys, dtype=float), np.array(groups)
+
+
+def one_openmp_thread() -> None:
+    """Call before scikit-learn or torch is first imported, in a process that fits or evaluates these models
+    (the CLI commands, the benchmark): they fit in milliseconds on one thread, while OpenMP's threads
+    spin-wait for cores. Measured on 2 cores busy with trainers: `predictor eval` took 4 to 10 minutes
+    with OpenMP's default threads (threadpoolctl's runtime limit did not change that) and 17 s with one.
+    OpenMP reads the setting once, when it loads. Ray gives the predictor actor one thread already."""
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 class LearnedModel:
