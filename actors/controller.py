@@ -260,7 +260,8 @@ class Controller:
                                 generated["token_ids"][i], generated["logprobs"][i], sampling["temperature"]))
         if samples:
             await self.h.store.add_samples.remote(samples)
-        actions = self.loop.admitted(batch, kinds, [s.id for s in new])
+        actions = self.loop.admitted(batch, kinds, [s.id for s in new],
+                                     [p.context.get("family") or "" for p, _, _ in prompts])
         for spec in new:
             self.queue.put_nowait((spec, 0))
         await self._act(actions)
@@ -332,12 +333,18 @@ class Controller:
         return "new", spec.id, spec
 
     async def _pool(self) -> list[CorpusEntry]:
-        """Prompt material: the best accepted candidates of this run first, then the seeds."""
+        """Prompt material, front first (tasks favour the front): the best accepted candidates of this run
+        and the seeds, one per family at a time, families in the loop's novelty order."""
         rows = await self.h.store.best.remote(self.cfg.data.dataset, 16)
         grown = [CorpusEntry(name=r["id"], code=r["code"], accuracy=r["best_accuracy"], dataset=self.cfg.data.dataset,
                              family=CandidateSpec.model_validate_json(r["spec"]).origin.family)
                  for r in rows if r["best_accuracy"] >= self.cfg.learner.accept_threshold]
-        return grown + self.seeds
+        by_family: dict[str, list[CorpusEntry]] = {}
+        for entry in grown + self.seeds:
+            by_family.setdefault(entry.family, []).append(entry)
+        order = self.loop.rank_sources(list(by_family))
+        rounds = max(len(v) for v in by_family.values())
+        return [by_family[f][i] for i in range(rounds) for f in order if i < len(by_family[f])]
 
     # ------------------------------------------------------------------ training
 

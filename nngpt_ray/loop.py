@@ -15,7 +15,8 @@ tries one update with whatever was accepted, and otherwise moves on with the ada
 
 Each batch is sampled at a temperature chosen among `loop.temperatures` by Thompson sampling on novel
 yield: a fine-tuned adapter that grows sharp and repetitive gets a hotter temperature, one whose fills fall
-apart when hot gets a cooler one, as measured in its own cycle.
+apart when hot gets a cooler one, as measured in its own cycle. The prompts' material is ordered the same
+way, by each seed family's novel yield over the run (`rank_sources`).
 """
 
 from __future__ import annotations
@@ -120,7 +121,9 @@ class Loop:
     learner_failures: int = 0
     tried_at: int | None = None  # cycle whose boundary already tried (and failed) to make an update
     arms: dict[tuple[int, float], Arm] = field(default_factory=dict)  # (cycle, temperature) -> its record
-    sampled_at: dict[str, tuple[int, float]] = field(default_factory=dict)  # candidate id -> its arm, until back
+    sampled_at: dict[str, tuple[int, float, str | None]] = field(default_factory=dict)  # id -> (cycle,
+    # temperature, source) it was sampled with, until it is back
+    sources: dict[str, Arm] = field(default_factory=dict)  # seed family of the prompt -> its record, whole run
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -250,8 +253,10 @@ class Loop:
         (a quota met and every candidate back, an update owed), and no event would come to say so."""
         return self._maybe_learn() + self._advance()
 
-    def admitted(self, batch: Batch, kinds: list[Admission], new_ids: list[str]) -> list[Action]:
-        """The completions of `batch` were parsed and deduplicated; `new_ids` were sent to training."""
+    def admitted(self, batch: Batch, kinds: list[Admission], new_ids: list[str],
+                 sources: list[str] | None = None) -> list[Action]:
+        """The completions of `batch` were parsed and deduplicated; `new_ids` (in the order of the "new"
+        kinds) were sent to training. `sources`: per completion, the seed family its prompt came from."""
         c = self.counts.setdefault(batch.cycle, CycleCounts())
         c.in_flight -= batch.size
         c.generated += len(kinds)
@@ -260,10 +265,28 @@ class Loop:
         arm = self.arms.setdefault((batch.cycle, batch.temperature), Arm())
         arm.generated += len(kinds)
         arm.new += len(new_ids)
+        new_sources = iter([])
+        if sources is not None:
+            for kind, source in zip(kinds, sources, strict=True):
+                self.sources.setdefault(source, Arm()).generated += 1
+                self.sources[source].new += kind == "new"
+            new_sources = iter([src for kind, src in zip(kinds, sources, strict=True) if kind == "new"])
         for cid in new_ids:
             self.pending[cid] = batch.cycle
-            self.sampled_at[cid] = (batch.cycle, batch.temperature)
+            self.sampled_at[cid] = (batch.cycle, batch.temperature, next(new_sources, None))
         return self._advance()
+
+    def rank_sources(self, names: list[str]) -> list[str]:
+        """The distinct `names` (seed families prompts come from), ordered by a Thompson draw on each one's
+        novel yield over the run: prompts that keep giving back networks dedup already knows move to the
+        back, untried and inventive ones to the front. Without this, the pool's best-first order put the
+        families with the most accurate networks in front, and their prompts were sampled until nearly
+        every completion was a duplicate (measured: 15 of 25 in a last cycle)."""
+        draws = {}
+        for name in dict.fromkeys(names):
+            arm = self.sources.get(name, Arm())
+            draws[name] = self.rng.betavariate(1 + arm.new, 1 + arm.generated - arm.new)
+        return sorted(draws, key=draws.__getitem__, reverse=True)
 
     def batch_lost(self, batch: Batch) -> None:
         """A request was cancelled or failed: its prompts were never generated."""
@@ -274,9 +297,12 @@ class Loop:
         not be built or run (`valid` False) no longer counts as new for the temperature it was sampled at."""
         if self.pending.pop(candidate_id, None) is None:
             return []
-        arm = self.sampled_at.pop(candidate_id, None)
-        if arm is not None and not valid:
-            self.arms[arm].new -= 1
+        sampled = self.sampled_at.pop(candidate_id, None)
+        if sampled is not None and not valid:
+            cycle, temperature, source = sampled
+            self.arms[(cycle, temperature)].new -= 1
+            if source is not None:
+                self.sources[source].new -= 1
         if accepted:
             self.accepted_since_update += 1
         return self._maybe_learn() + self._advance()

@@ -274,3 +274,19 @@ def test_a_new_network_that_fails_to_build_is_not_counted_for_its_temperature():
     loop.finished_candidate(new[1], accepted=True)  # a second report changes nothing
     assert loop.arms[(0, batch.temperature)].new == 2
     assert loop.temperature_record(0) == f"{batch.temperature:g}: 2/4"
+
+
+def test_prompt_sources_that_keep_giving_duplicates_move_to_the_back():
+    loop = make(per_cycle=1000, max_generations_per_cycle=1000, seed=5)
+    for _ in range(10):  # "plain_cnn" prompts: every completion a duplicate; "vgg": half new
+        batch = loop.next_batch(4)
+        kinds = ["duplicate", "duplicate", "new", "invalid"]
+        loop.admitted(batch, kinds, [f"n{batch.index}"], ["plain_cnn", "plain_cnn", "vgg", "vgg"])
+    assert (loop.sources["plain_cnn"].generated, loop.sources["plain_cnn"].new) == (20, 0)
+    ranks = [loop.rank_sources(["plain_cnn", "vgg", "resnet"]) for _ in range(200)]
+    assert sum(r[-1] == "plain_cnn" for r in ranks) > 190  # last, almost always
+    assert sum(r[0] == "resnet" for r in ranks) > 40  # an untried family still gets to the front
+    batch = loop.next_batch(2)
+    loop.admitted(batch, ["new", "new"], ["a", "b"], ["resnet", "resnet"])
+    loop.finished_candidate("a", accepted=False, valid=False)  # it failed to build: not new after all
+    assert (loop.sources["resnet"].generated, loop.sources["resnet"].new) == (2, 1)
