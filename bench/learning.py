@@ -7,15 +7,13 @@ Modes (everything else is the default config; one local Ray and the embedded mod
 - none:     no learning (nothing reaches the acceptance threshold): the base model throughout, the
             control for how novelty falls on its own as the store fills with known networks;
 - before:   the learner as it was: SFT on the most recent accepted results, continued from the last
-            adapter, no replay, no gate, a fixed sampling temperature;
+            adapter, no replay, no gate;
 - sft:      SFT on the best distinct accepted results weighted by rank, half the examples replayed from
             the bootstrap set, a fresh adapter per update, the activation gate;
 - grpo:     GRPO on groups rewarded by the pipeline (from the adapter that sampled them), the gate;
 - sft+grpo: SFT then GRPO in each update, the gate (the default);
-- sft+grpo-fixed-t: the same at llm.temperature 0.6 throughout (loop.temperatures=[]), to isolate
-            what choosing each batch's temperature by novel yield does.
-
-All modes but `before` and `sft+grpo-fixed-t` choose each batch's temperature by novel yield (the default config).
+- sft+grpo-t-bandit: the same, each batch's temperature chosen among 0.4, 0.6 and 0.8 by Thompson
+            sampling on novel yield (the other modes sample at llm.temperature, 0.6).
 
 All modes count the seed networks as known to dedup (a seed written out again is not new).
 
@@ -40,11 +38,11 @@ from nngpt_ray.store import Store
 MODES = {
     "none": ["learner.accept_threshold=1.0"],  # nothing is accepted, so no update ever starts: the base model
     "before": ["learner.kind=sft", "learner.selection=recent", "learner.replay_ratio=0", "learner.continue_adapter=true",
-               "learner.gate_prompts=0", "loop.temperatures=[]"],
+               "learner.gate_prompts=0"],
     "sft": ["learner.kind=sft"],
     "grpo": ["learner.kind=grpo"],
     "sft+grpo": ["learner.kind=sft+grpo"],
-    "sft+grpo-fixed-t": ["learner.kind=sft+grpo", "loop.temperatures=[]"],
+    "sft+grpo-t-bandit": ["learner.kind=sft+grpo", "loop.temperatures=[0.4,0.6,0.8]"],
 }
 
 

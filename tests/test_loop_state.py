@@ -193,7 +193,7 @@ def test_the_budget_is_what_the_config_says():
     cfg = load_config(None, ["loop.cycles=7", "loop.candidates_per_cycle=5", "learner.every_k=3",
                              "loop.max_candidates=40", "learner.max_failures=2"])
     assert Budget.from_config(cfg) == Budget(cycles=7, per_cycle=5, max_generations_per_cycle=160, every_k=3,
-                                             max_candidates=40, max_learner_failures=2, temperatures=(0.4, 0.6, 0.8))
+                                             max_candidates=40, max_learner_failures=2, temperatures=(0.6,))
     assert Budget.from_config(load_config(None, ["loop.temperatures=[]", "llm.temperature=0.7"])).temperatures == (0.7,)
     assert Budget.from_config(load_config(None, ["loop.max_sent=12"])).max_sent == 12
 
