@@ -13,7 +13,7 @@ makes is *staged* and takes over at the next cycle boundary, so every cycle is a
 one adapter's work. A cycle that ends with no staged adapter waits for its candidates to finish, then
 tries one update with whatever was accepted, and otherwise moves on with the adapter it had.
 
-Each batch is sampled at a temperature chosen among `loop.temperatures` by Thompson sampling on novel
+Where `loop.temperatures` lists several, each batch is sampled at one chosen by Thompson sampling on novel
 yield: a fine-tuned adapter that grows sharp and repetitive gets a hotter temperature, one whose fills fall
 apart when hot gets a cooler one, as measured in its own cycle. The prompts' material is ordered the same
 way, by each seed family's novel yield over the run (`rank_sources`).
@@ -98,10 +98,16 @@ class CycleCounts:
 
 @dataclass
 class Arm:
-    """What batches sampled at one temperature in one cycle gave."""
+    """What the completions sampled one way (at one temperature in one cycle, from one seed family's
+    prompts) gave: how many, and how many of them were new networks."""
 
     generated: int = 0
     new: int = 0
+
+    def draw(self, rng: random.Random, earlier: Arm | None = None) -> float:
+        """A Thompson draw of the novel yield, Beta(1 + new, 1 + the rest), with `earlier` at half weight."""
+        e = earlier or Arm()
+        return rng.betavariate(1 + self.new + e.new / 2, 1 + (self.generated - self.new) + (e.generated - e.new) / 2)
 
 
 @dataclass
@@ -127,14 +133,14 @@ class Loop:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        self.rng = random.Random(f"{self.seed}:temperature")
+        self.rng = random.Random(f"{self.seed}:sampling")  # temperatures and prompt sources
 
     @classmethod
     def restore(cls, budget: Budget, store: Store, accept_threshold: float,
                 seed: int = 0) -> tuple[Loop, list[CandidateSpec]]:
         """Where a run stands, read from its store: the loop state and the candidates to train (again).
         Reads only; the store already has cycle 0 and no open attempts (the driver saw to both). The
-        temperatures' record starts afresh (a resumed run explores them again)."""
+        records of temperatures and prompt sources start afresh (a resumed run explores again)."""
         loop = cls(budget, seed=seed)
         cycles = store.cycles()
         if cycles:
@@ -147,7 +153,7 @@ class Loop:
         for row in store.cycle_stats():
             loop.counts[row["cycle"]] = CycleCounts(generated=int(row["generated"] or 0), sent=int(row["queued"] or 0))
         loop.generated_total = sum(c.generated for c in loop.counts.values())
-        loop.rng = random.Random(f"{seed}:temperature:{loop.generated_total}")  # continues, not replays
+        loop.rng = random.Random(f"{seed}:sampling:{loop.generated_total}")  # continues, not replays
         unfinished = store.unfinished()
         loop.pending = {spec.id: spec.origin.cycle or 0 for spec in unfinished}
         loop.accepted_since_update = store.accepted_since(accept_threshold,
@@ -219,32 +225,21 @@ class Loop:
             room = min(room, b.max_sent - self.sent_total - self.in_flight)
         return room
 
-    def novel_yield(self, cycle: int) -> float | None:
-        """New candidates sent to training per completion generated in `cycle` (None before any)."""
-        c = self.counts.get(cycle)
-        return c.sent / c.generated if c and c.generated else None
-
     def temperature_record(self, cycle: int) -> str:
         """What each temperature gave in `cycle`, e.g. "0.4: 3/10, 0.6: 5/21"."""
         return ", ".join(f"{t:g}: {a.new}/{a.generated}" for (c, t), a in sorted(self.arms.items()) if c == cycle)
 
     def _temperature(self) -> float:
         """Thompson sampling over the configured temperatures, on novel yield (a completion is a success
-        when it is sent to training as a new candidate and, once back, was a working network). The current cycle's own record counts fully and
-        the previous cycle's at half weight, so each adapter is measured as it samples and a cycle does not
-        start from nothing. One temperature: that one, always."""
+        when it is sent to training as a new candidate and, once back, was a working network). The current
+        cycle's record counts fully and the previous cycle's at half weight, so each adapter is measured as
+        it samples and a cycle does not start from nothing. One temperature: that one, always."""
         arms = self.budget.temperatures
-        if len(arms) <= 1:
-            return arms[0] if arms else 1.0
-        best, choice = -1.0, arms[0]
-        for t in arms:
-            now, before = self.arms.get((self.cycle, t), Arm()), self.arms.get((self.cycle - 1, t), Arm())
-            new = now.new + before.new / 2
-            other = (now.generated - now.new) + (before.generated - before.new) / 2
-            draw = self.rng.betavariate(1 + new, 1 + other)
-            if draw > best:
-                best, choice = draw, t
-        return choice
+        if len(arms) == 1:
+            return arms[0]
+        draws = {t: self.arms.get((self.cycle, t), Arm()).draw(self.rng, self.arms.get((self.cycle - 1, t)))
+                 for t in arms}
+        return max(draws, key=draws.__getitem__)
 
     # ------------------------------------------------------------------ events
 
@@ -282,10 +277,7 @@ class Loop:
         back, untried and inventive ones to the front. Without this, the pool's best-first order put the
         families with the most accurate networks in front, and their prompts were sampled until nearly
         every completion was a duplicate (measured: 15 of 25 in a last cycle)."""
-        draws = {}
-        for name in dict.fromkeys(names):
-            arm = self.sources.get(name, Arm())
-            draws[name] = self.rng.betavariate(1 + arm.new, 1 + arm.generated - arm.new)
+        draws = {name: self.sources.get(name, Arm()).draw(self.rng) for name in dict.fromkeys(names)}
         return sorted(draws, key=draws.__getitem__, reverse=True)
 
     def batch_lost(self, batch: Batch) -> None:
