@@ -134,7 +134,7 @@ def _one_shot_answers(cfg: Config, out: Path, task: HpoTask, examples, held: lis
     try:
         adapter_dir = out / "adapters" / "hpo-v1"
         if not (adapter_dir / "adapter_config.json").exists():
-            ray.get(learner.update.remote(examples, str(adapter_dir), None))
+            ray.get(learner.update.remote(str(adapter_dir), examples=examples))
         adapter = {"name": f"{app}-v1", "version": 1, "path": str(adapter_dir)}
         prompts = [task.prompt_for(n) for n in held]
         greedy = {"max_new_tokens": 120, "temperature": 0.0, "stop": list(task.stop)}

@@ -84,3 +84,21 @@ def test_bad_input_exits_2_with_one_line(tmp_path, args, message):
     proc = run_cli("compare", "--out", str(tmp_path), *args, timeout=120)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_the_hpo_mode_runs_end_to_end(ray_session, tiny_model, tmp_path):
+    """One held-out network, two training networks, the smallest budgets: every stage runs for real (random
+    records in the sandbox, the learner's LoRA update, one-shot answers from base and tuned model, TPE)."""
+    from nngpt_ray.baselines.hpo import TPE_AT, compare_hpo
+
+    cfg = Config.model_validate({**tiny_loop_settings(tiny_model), "task": {"families": ["plain_cnn", "vgg", "resnet"]},
+                                 "train": {"epochs": 1}, "learner": {"epochs": 2, "batch_size": 2}})
+    summary = compare_hpo(cfg, tmp_path / "hpo", held_out=1, per_network=1, mutants=0, tpe_trials=2, say=lambda _: None)
+    assert len(summary["held_out"]) == 1 and len(summary["trained_on"]) == 2 and summary["examples"] == 2
+    [row] = summary["networks"]
+    assert row["network"] == summary["held_out"][0]
+    assert 0.0 < row["defaults"] <= 1.0 and 0.0 < row["tpe_all"] <= 1.0  # real training happened
+    assert all(f"tpe_{k}" in row for k in TPE_AT) and set(summary["parse_failures"]) == {"base", "tuned"}
+    assert (tmp_path / "hpo" / "adapters" / "hpo-v1" / "adapter_config.json").exists()
+    with Store(tmp_path / "hpo" / "records" / "store.sqlite", readonly=True) as store:
+        assert len(store.table("candidates")) == 2
