@@ -25,7 +25,7 @@ from pathlib import Path
 
 from nngpt_ray.config import LearnerConfig
 from nngpt_ray.failures import FailureKind
-from nngpt_ray.lora import AdapterReport, attached, make_optimizer
+from nngpt_ray.lora import AdapterReport, attached, make_optimizer, optimizer_step
 from nngpt_ray.outcomes import INVALID
 
 # Rewards for what the pipeline made of a completion that did not train (a trained one earns its accuracy).
@@ -102,11 +102,7 @@ def grpo_update(base, tokenizer, groups: list[list[Sample]], out_dir: Path, cfg:
                 loss = _loss(model, items[start:start + cfg.batch_size], tokenizer.pad_token_id, cfg, device)
                 if not torch.isfinite(loss):
                     raise UpdateFailed(f"the GRPO loss diverged ({loss.item()})")
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                optimizer.zero_grad()
-                losses.append(loss.item())
+                losses.append(optimizer_step(model, optimizer, loss))
         model.eval()
         out_dir.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(str(out_dir))

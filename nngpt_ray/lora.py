@@ -62,6 +62,19 @@ def make_optimizer(model, cfg: LearnerConfig, lr: float):
     return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
 
 
+def optimizer_step(model, optimizer, loss, scheduler=None) -> float:
+    """Backpropagate `loss`, clip the gradient norm to 1, step (and the schedule); returns the loss value."""
+    import torch
+
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    optimizer.zero_grad()
+    return loss.item()
+
+
 def train_adapter(base, tokenizer, examples: list[tuple], out_dir: Path, cfg: LearnerConfig,
                   previous: Path | None = None, seed: int = 0, max_len: int = 1024) -> AdapterReport:
     """Train a LoRA adapter on `examples` (rendered prompt, completion[, weight]) and save it to `out_dir`.
@@ -75,7 +88,6 @@ def train_adapter(base, tokenizer, examples: list[tuple], out_dir: Path, cfg: Le
 
 
 def _train(model, tokenizer, examples, out_dir, cfg, seed, max_len, started) -> AdapterReport:
-    import torch
     from transformers import get_cosine_schedule_with_warmup
 
     encoded = encode_examples(tokenizer, examples, max_len)
@@ -93,12 +105,7 @@ def _train(model, tokenizer, examples, out_dir, cfg, seed, max_len, started) -> 
             per_example = -logprobs.sum(1) / scored.sum(1).clamp(min=1)
             weights = weights.to(device)
             loss = (per_example * weights).sum() / weights.sum()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
-            losses.append(loss.item())
+            losses.append(optimizer_step(model, optimizer, loss, scheduler))
     model.eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))
