@@ -30,11 +30,12 @@ from nngpt_ray.actors import metrics
 from nngpt_ray.actors.launcher import Handles, _cause
 from nngpt_ray.config import Config
 from nngpt_ray.bootstrap import replay_examples
-from nngpt_ray.corpus import CorpusEntry, family_of, seed_entries
+from nngpt_ray.corpus import CorpusEntry, family_of, seed_entries, stored_entries
 from nngpt_ray.datasets import dataset_info
 from nngpt_ray.failures import FailureKind
 from nngpt_ray.loop import Action, Admission, Advance, Batch, Budget, Learn, Loop, Note
 from nngpt_ray.parsing import ParseFailure
+from nngpt_ray.rag import prompt_blocks
 from nngpt_ray.rundir import RunDir
 from nngpt_ray.serve.engines.base import Adapter
 from nngpt_ray.gate import GateSample, decide, judge
@@ -120,7 +121,10 @@ class Controller:
         self.task = make_task(cfg.task.kind, dataset_info(cfg.data.dataset), cfg.train.epochs,
                               Transform(resize=cfg.data.resize, normalize=cfg.data.normalize, hflip=cfg.data.hflip),
                               cfg.task.examples)
+        if cfg.rag.store:
+            self.task.use_blocks(prompt_blocks(Path(cfg.rag.store), cfg.rag.max_lines), cfg.rag.k)
         self.seeds = seed_entries(cfg.task.families)
+        self.stored = stored_entries(cfg)  # networks of the lasting corpus (corpus.path), best first
         gate_rng = random.Random(f"{cfg.run.seed}:gate")  # the same prompts for every gate of the run
         self.gate_prompts = [self.task.prompt(self.seeds, gate_rng) for _ in range(cfg.learner.gate_prompts)]
         self.queue: asyncio.Queue[tuple[CandidateSpec, int]] = asyncio.Queue()
@@ -300,6 +304,7 @@ class Controller:
         spec, for training."""
         kind = self.task.kind
         origin = Origin(task=kind, prompt_id=prompt.id, parents=[*prompt.parents, *([parent] if parent else [])],
+                        blocks=list(prompt.context.get("blocks", ())),
                         adapter=batch.adapter, cycle=batch.cycle, sample=str(index), attempt=attempt)
         common = dict(task=kind, cycle=batch.cycle, adapter=batch.adapter, prompt_id=prompt.id, attempt=attempt,
                       completion=completion)
@@ -334,13 +339,14 @@ class Controller:
 
     async def _pool(self) -> list[CorpusEntry]:
         """Prompt material, front first (tasks favour the front): the best accepted candidates of this run
-        and the seeds, one per family at a time, families in the loop's novelty order."""
+        the lasting corpus's networks and the seeds, one per family at a time, families in the loop's novelty
+        order."""
         rows = await self.h.store.best.remote(self.cfg.data.dataset, 16)
         grown = [CorpusEntry(name=r["id"], code=r["code"], accuracy=r["best_accuracy"], dataset=self.cfg.data.dataset,
                              family=CandidateSpec.model_validate_json(r["spec"]).origin.family)
                  for r in rows if r["best_accuracy"] >= self.cfg.learner.accept_threshold]
         by_family: dict[str, list[CorpusEntry]] = {}
-        for entry in grown + self.seeds:
+        for entry in grown + self.stored + self.seeds:
             by_family.setdefault(entry.family, []).append(entry)
         order = self.loop.rank_sources(list(by_family))
         rounds = max(len(v) for v in by_family.values())

@@ -64,6 +64,11 @@ def execute(cfg: Config, run: RunDir, *, on_tick=None, console=None) -> Outcome:
         except StageError as err:
             ended, error = "failed", str(err)
     summary = summarize(run, controller, ended, time.monotonic() - started)
+    if cfg.corpus.path and run.store.exists():
+        from nngpt_ray.corpus import add_run_to_corpus
+
+        with Store(run.store, readonly=True) as store:
+            summary["corpus"] = add_run_to_corpus(cfg, store, run.root.name) | {"path": cfg.corpus.path}
     (run.root / "summary.json").write_text(json.dumps(summary, indent=2))
     return Outcome(summary, ended, error)
 

@@ -131,7 +131,7 @@ def _start(cfg: Config, run: RunDir, h: Handles) -> None:
     h.store = StoreActor.options(name=actor_name("store", h.run), scheduling_strategy=here).remote(str(run.store),
                                                                                                      run=h.run)
     h.dedup = DedupActor.options(name=actor_name("dedup", h.run), scheduling_strategy=here).remote(
-        cfg.dedup.model_dump(), str(run.store), cfg.task.kind)
+        cfg.dedup.model_dump(), str(run.store), cfg.task.kind, cfg.corpus.path)
     h.predictor = PredictorActor.options(name=actor_name("predictor", h.run), scheduling_strategy=here).remote(
         cfg.predictor.model_dump(), str(run.store))
     h.trainers = [

@@ -71,14 +71,16 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     ev.set_defaults(handler=_cmd_eval)
 
-    st = sub.add_parser("status", help="per-cycle table of a run")
-    st.add_argument("run_dir")
+    st = sub.add_parser("status", help="per-cycle table of a run (several runs: also side by side)")
+    st.add_argument("run_dir", nargs="+")
     st.add_argument("--json", action="store_true")
     st.set_defaults(handler=_cmd_status)
 
-    ex = sub.add_parser("export", help="write a run's tables as Parquet")
+    ex = sub.add_parser("export", help="write a run's tables as Parquet (and its networks as a LEMUR tree)")
     ex.add_argument("run_dir")
     ex.add_argument("--out", help="output folder (default: RUN_DIR/export)")
+    ex.add_argument("--lemur", metavar="DIR", help="also write the trained networks and their per-epoch results "
+                                                   "in LEMUR's layout (nn/, stat/) into DIR")
     ex.set_defaults(handler=_cmd_export)
 
     pr = sub.add_parser("predictor", help="fit or evaluate the learned early-stop predictor on run stores")
@@ -136,6 +138,22 @@ def _parser() -> argparse.ArgumentParser:
     cp.add_argument("--out", help="folder of the comparison's runs (default: runs/compare-<time>)")
     cp.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     cp.set_defaults(handler=_cmd_compare)
+
+    il = sub.add_parser("import-lemur", help="read a LEMUR tree (nn/, stat/) into the lasting corpus")
+    il.add_argument("tree", help="LEMUR folder: nn/<name>.py and stat/<task>_<dataset>_<metric>_<name>/<epoch>.json")
+    il.add_argument("--corpus", help="corpus folder (default: corpus.path of the config)")
+    with_config(il)
+    il.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    il.set_defaults(handler=_cmd_import_lemur)
+
+    rag = sub.add_parser("rag", help="NN-RAG: standalone building blocks from installed vision libraries")
+    rags = rag.add_subparsers(dest="rag_command", metavar="ACTION", required=True)
+    rb = rags.add_parser("build", help="extract every nn.Module of the sources as a standalone file and validate it")
+    rb.add_argument("--sources", default="torchvision", help="comma-separated: torchvision, timm (default torchvision)")
+    rb.add_argument("--match", help="only targets whose module.Class contains this text")
+    rb.add_argument("--out", default="runs/rag", help="block store folder (default runs/rag)")
+    rb.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    rb.set_defaults(handler=_cmd_rag_build)
 
     bs = sub.add_parser("bootstrap", help="build (or rebuild) the embedded default model")
     with_config(bs)
@@ -236,14 +254,24 @@ def _cmd_status(args: argparse.Namespace) -> int:
     from nngpt_ray.rundir import RunDir
     from nngpt_ray.store import Store
 
-    run = RunDir.existing(args.run_dir)
-    store = Store(run.store, readonly=True)
-    summary = status(store)
+    from nngpt_ray.config import load_config
+    from nngpt_ray.report import run_row, runs_table
+
+    rows, summaries = [], []
+    for run_dir in args.run_dir:
+        run = RunDir.existing(run_dir)
+        with Store(run.store, readonly=True) as store:
+            summary = status(store)
+        summaries.append(summary)
+        rag = load_config(run.config).rag if run.config.exists() else None
+        rows.append(run_row(str(run.root), summary, f"{rag.k} blocks of {rag.store}" if rag and rag.store else "-"))
+        if not args.json:
+            out_console.print(status_table(summary, title=str(run.root)))
+            out_console.print(novelty_table(summary))
+    if len(rows) > 1 and not args.json:
+        out_console.print(runs_table(rows))
     if args.json:
-        print(json.dumps(summary))
-    else:
-        out_console.print(status_table(summary, title=str(run.root)))
-        out_console.print(novelty_table(summary))
+        print(json.dumps(summaries[0] if len(summaries) == 1 else {"runs": rows, "statuses": summaries}))
     return 0
 
 
@@ -375,9 +403,61 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     run = RunDir.existing(args.run_dir)
     out = Path(args.out) if args.out else run.root / "export"
-    counts = export_parquet(Store(run.store, readonly=True), out)
-    for name, n in counts.items():
-        out_console.print(f"{out / (name + '.parquet')}: {n} rows")
+    with Store(run.store, readonly=True) as store:
+        counts = export_parquet(store, out)
+        for name, n in counts.items():
+            out_console.print(f"{out / (name + '.parquet')}: {n} rows")
+        if args.lemur:
+            from nngpt_ray.lemur import export_run
+
+            lemur = export_run(store, Path(args.lemur))
+            out_console.print(f"{args.lemur}: {lemur['networks']} networks, {lemur['trials']} trials in "
+                              f"{lemur['files']} stat files (LEMUR layout)")
+    return 0
+
+
+def _cmd_import_lemur(args: argparse.Namespace) -> int:
+    from nngpt_ray.config import load_config
+    from nngpt_ray.corpus import CorpusStore
+    from nngpt_ray.lemur import read_tree
+
+    folder = args.corpus or load_config(args.config, args.set).corpus.path
+    if not folder:
+        raise UserError("import-lemur needs a corpus folder: --corpus DIR, or corpus.path in the config")
+    tree = read_tree(Path(args.tree))
+    with CorpusStore(folder) as corpus:
+        added = corpus.add(tree.networks, tree.trials, origin=f"lemur:{Path(args.tree).resolve()}")
+    for problem in tree.problems[:20]:
+        err_console.print(f"skipped {problem}")
+    if len(tree.problems) > 20:
+        err_console.print(f"... and {len(tree.problems) - 20} more skipped")
+    summary = {"networks": added["networks"], "trials": len(tree.trials), "new_trials": added["trials"],
+               "skipped": tree.skipped, "corpus": str(folder)}
+    out_console.print(f"{summary['networks']} networks, {summary['trials']} trials ({summary['new_trials']} new) "
+                      f"into {folder}; skipped: {', '.join(f'{k} {v}' for k, v in tree.skipped.items()) or 'none'}")
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
+def _cmd_rag_build(args: argparse.Namespace) -> int:
+    from rich.progress import Progress as Bar
+
+    from nngpt_ray import rag
+
+    sources = [s.strip() for s in args.sources.split(",") if s.strip()]
+    out = Path(args.out)
+    with Bar(console=err_console, transient=True) as bar:
+        task = bar.add_task("validating blocks in the sandbox", total=None)
+        summary = rag.build(sources, out, match=args.match,
+                            on_progress=lambda done, total: bar.update(task, completed=done, total=total))
+    result = summary.as_json()
+    out_console.print(f"{result['valid']} of {result['targets']} targets valid ({100 * result['rate']:.1f}%), "
+                      f"{result['extracted']} extracted, {result['valid_with_stand_ins']} of the valid with PIL cut "
+                      f"out; failures: {', '.join(f'{k} {v}' for k, v in result['failures'].items()) or 'none'}; "
+                      f"store {out / 'blocks.sqlite'}")
+    if args.json:
+        print(json.dumps(result))
     return 0
 
 

@@ -85,7 +85,7 @@ class LLMConfig(Section):
     num_cpus: float = Field(0.5, ge=0)
     num_gpus: float = Field(0, ge=0)
     tensor_parallel: int = Field(1, ge=1)
-    threads: int = Field(1, ge=1)
+    threads: int = Field(1, ge=0, description="torch threads of a CPU engine; 0: every core of the node")
     batch_size: int = Field(6, ge=1, description="prompts per generation call")
     requests_in_flight: int = Field(1, ge=1, description="generation calls the controller keeps open at once (one "
                                                          "per replica keeps every replica busy)")
@@ -243,6 +243,24 @@ class LoopConfig(Section):
         return sorted(set(value))
 
 
+class CorpusConfig(Section):
+    path: str | None = Field(None, description="folder of a corpus that outlives the run (networks and results "
+                             "imported from LEMUR, accepted networks of earlier runs): its networks are references "
+                             "for prompts, and the run adds its accepted networks to it at the end")
+
+
+class RagConfig(Section):
+    store: str | None = Field(None, description="NN-RAG block store (`nngpt rag build --out DIR`): the `code` "
+                              "task shows k of its blocks in each prompt")
+    k: int = Field(2, ge=1, le=8, description="blocks per prompt")
+    max_lines: int = Field(80, ge=5, description="only blocks this short (prompts must fit small models' context)")
+
+    @field_validator("store")
+    @classmethod
+    def _expand_store(cls, value: str | None) -> str | None:
+        return str(Path(value).expanduser()) if value else value
+
+
 class RayConfig(Section):
     address: str | None = Field(None, description="None: join RAY_ADDRESS if set, else start local Ray")
     namespace: str = "nngpt"
@@ -262,7 +280,15 @@ class Config(Section):
     predictor: PredictorConfig = PredictorConfig()
     learner: LearnerConfig = LearnerConfig()
     loop: LoopConfig = LoopConfig()
+    corpus: CorpusConfig = CorpusConfig()
+    rag: RagConfig = RagConfig()
     ray: RayConfig = RayConfig()
+
+    @model_validator(mode="after")
+    def _rag_needs_the_code_task(self) -> Config:
+        if self.rag.store and self.task.kind != "code":
+            raise ValueError(f"rag.store: retrieval puts blocks into `code` prompts; task.kind is {self.task.kind!r}")
+        return self
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -276,6 +302,9 @@ class Config(Section):
                 raise ConfigError(f"llm.model: {model} does not exist")
             if llm.gguf_file and not (model / llm.gguf_file).is_file():
                 raise ConfigError(f"llm.gguf_file: {model / llm.gguf_file} does not exist")
+        if self.rag.store and not (Path(self.rag.store) / "blocks.sqlite").is_file():
+            raise ConfigError(f"rag.store: {self.rag.store} holds no block store; build one with "
+                              f"`nngpt rag build --out {self.rag.store}`")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

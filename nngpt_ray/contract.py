@@ -21,6 +21,23 @@ CONTRACT_TEXT = (
     "(one epoch over a DataLoader of (inputs, labels)) and `forward(self, x)` returning (batch, num_classes) logits."
 )
 
+CONTRACT_SKELETON = """import torch
+import torch.nn as nn
+
+def supported_hyperparameters():
+    return {'lr', 'momentum'}
+
+class Net(nn.Module):
+    def __init__(self, in_shape, out_shape, prm, device):  # in_shape (batch, channels, height, width), out_shape (classes,)
+        ...
+    def train_setup(self, prm):  # sets self.criteria and self.optimizer
+        ...
+    def learn(self, train_data):  # one epoch over (inputs, labels) batches
+        ...
+    def forward(self, x):  # returns (batch, classes) logits
+        ...
+"""
+
 
 @dataclass
 class ContractReport:
@@ -33,7 +50,7 @@ class ContractReport:
 
     def diagnostic(self) -> str:
         listed = "\n".join(f"- {p}" for p in self.problems)
-        return f"The network does not follow the module contract:\n{listed}\n{CONTRACT_TEXT}"
+        return f"The network does not follow the module contract:\n{listed}\nIts shape:\n```python\n{CONTRACT_SKELETON}```"
 
 
 def check_contract(tree: ast.Module) -> ContractReport:

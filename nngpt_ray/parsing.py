@@ -2,7 +2,7 @@
 
 LLMs wrap code in prose, forget imports, and put hyperparameters in JSON, YAML or a sentence. This
 module takes what is recoverable (fenced or bare code, a JSON/YAML hyperparameter block, missing
-`torch`/`nn`/`F`/`math` imports), refuses the rest with a classified `ParseFailure` whose diagnostic is
+`torch`/`nn`/`F`/`math` imports, the contract near-misses of `repairs.py`), refuses the rest with a classified `ParseFailure` whose diagnostic is
 written for one re-prompt, and never executes anything.
 """
 
@@ -18,6 +18,7 @@ import yaml
 
 from nngpt_ray.contract import check_contract
 from nngpt_ray.failures import FailureKind
+from nngpt_ray.repairs import repair as near_miss_repair
 from nngpt_ray.safety import check_safety, safety_diagnostic
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
@@ -48,16 +49,17 @@ class ParseFailure(Exception):
         self.diagnostic = diagnostic
 
 
-def parse_completion(text: str) -> Parsed:
+def parse_completion(text: str, repair: bool = True) -> Parsed:
     """Extract and check code from `text`. Raises ParseFailure (parse, syntax, contract or unsafe)."""
     code, hp_text, repairs = _split_code_and_hyperparameters(text)
     hyperparameters, transform = _parse_hyperparameters(hp_text) if hp_text else ({}, None)
-    return check_code(code, hyperparameters, transform, repairs)
+    return check_code(code, hyperparameters, transform, repairs, repair=repair)
 
 
 def check_code(code: str, hyperparameters: dict[str, Any] | None = None, transform: dict | None = None,
-               repairs: list[str] | None = None, static_safety: bool = True) -> Parsed:
-    """Repair imports, then check syntax, contract and safety. Raises ParseFailure."""
+               repairs: list[str] | None = None, static_safety: bool = True, repair: bool = True) -> Parsed:
+    """Repair imports (and, with `repair`, the contract's unambiguous near-misses: `repairs.py`), then
+    check syntax, contract and safety. Raises ParseFailure."""
     repairs = list(repairs or [])
     code, added = _add_missing_imports(code)
     if added:
@@ -69,6 +71,13 @@ def check_code(code: str, hyperparameters: dict[str, Any] | None = None, transfo
         where = f"line {err.lineno}: {line.strip()}" if err.lineno else "unknown line"
         raise ParseFailure(FailureKind.SYNTAX, f"SyntaxError: {err.msg} at {where}") from None
     report = check_contract(tree)
+    if not report.ok and repair:
+        repaired = near_miss_repair(code)
+        if repaired.notes:
+            code, tree = repaired.code, ast.parse(repaired.code)
+            report = check_contract(tree)
+            repairs += repaired.notes
+            hyperparameters = repaired.defaults | dict(hyperparameters or {})
     if not report.ok:
         raise ParseFailure(FailureKind.CONTRACT, report.diagnostic())
     if static_safety and (findings := check_safety(tree)):

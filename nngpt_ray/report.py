@@ -109,6 +109,27 @@ def novelty_table(summary: dict[str, Any], title: str = "novelty and training pe
     return table
 
 
+def runs_table(rows: list[dict[str, Any]]) -> Table:
+    """Runs side by side (`nngpt status A B ...`): what each generated, its valid rate and novel yield over the
+    whole run, and whether its prompts retrieved NN-RAG blocks."""
+    table = Table(title="runs side by side", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for name in ("run", "retrieval", "generated", "valid%", "new%", "trained", "best acc"):
+        table.add_column(name, justify="right" if name not in ("run", "retrieval") else "left", no_wrap=True)
+    for r in rows:
+        table.add_row(r["run"], r["retrieval"], str(r["generated"]), _rate(r["valid"], r["generated"]),
+                      _rate(r["unique"], r["generated"]), str(r["trained"]), _pct(r["best_accuracy"]))
+    table.caption = "valid% = completions that parsed and passed the contract; new% = novel yield (unique / generated)"
+    return table
+
+
+def run_row(name: str, summary: dict[str, Any], retrieval: str) -> dict[str, Any]:
+    cycles = summary["cycles"]
+    best = [c["best_accuracy"] for c in cycles if c.get("best_accuracy") is not None]
+    return {"run": name, "retrieval": retrieval, **{k: sum(c[k] for c in cycles) for k in
+                                                   ("generated", "valid", "unique", "trained")},
+            "best_accuracy": max(best) if best else None}
+
+
 def _rate(part: int, whole: int) -> str:
     return f"{100 * part / whole:.0f}" if whole else "-"
 

@@ -57,6 +57,7 @@ class Origin(Record):
     sample: str = ""  # unique generation key inside a run (keeps ids of identical completions apart)
     attempt: int = 1  # 2 = the re-prompt after a parse failure
     family: str = ""  # the seed family it descends from (its reference's, or the most similar seed's)
+    blocks: list[str] = []  # NN-RAG blocks its prompt showed (targets), when retrieval is on
 
 
 class CandidateSpec(Record):

@@ -41,13 +41,14 @@ def test_answer_is_parsed_with_hyperparameters_and_transform():
 def test_failed_answer_gets_one_reprompt_with_the_diagnostic():
     t = task()
     prompt = t.prompt(seed_entries(), random.Random(0))
-    bad = f"```python\n{LEMUR.replace('class Net', 'class Model')}```"
+    bad = f"```python\n{LEMUR.replace('def forward(self', 'def run(self')}```"
     with pytest.raises(ParseFailure) as info:
         t.parse(prompt, bad, Origin(task="code"))
     assert info.value.kind == FailureKind.CONTRACT
     retry = t.reprompt(prompt, bad, info.value.diagnostic)
     assert [m["role"] for m in retry.messages] == ["system", "user", "assistant", "user"]
-    assert "no module-level class Net" in retry.messages[-1]["content"] and retry.id != prompt.id
+    assert "Net has no method forward()" in retry.messages[-1]["content"] and retry.id != prompt.id
+    assert "def forward(self, x):" in retry.messages[-1]["content"]  # the contract's shape, compactly
 
 
 def test_sft_example_round_trips():

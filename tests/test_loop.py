@@ -8,7 +8,9 @@ import json
 import pytest
 
 from conftest import METRICS_PORT, run_cli, tiny_loop_settings
+from nngpt_ray import outcomes
 from nngpt_ray.config import Config
+from nngpt_ray.corpus import CorpusStore, seed_entries
 from nngpt_ray.rundir import RunDir
 from nngpt_ray.store import Store
 
@@ -18,8 +20,10 @@ def finished_run(ray_session, tiny_model, tmp_path_factory):
     from nngpt_ray.actors.driver import execute
 
     out = tmp_path_factory.mktemp("runs")
+    corpus = _imported_corpus(out / "corpus")
     cfg = Config.model_validate({
         "run": {"out_dir": str(out), "name": "e2e"},
+        "corpus": {"path": str(corpus)},
         **tiny_loop_settings(tiny_model),
         "train": {"epochs": 1},
         "trainers": {"count": 2},
@@ -35,6 +39,25 @@ def finished_run(ray_session, tiny_model, tmp_path_factory):
     scraper.stop()
     assert outcome.ended == "done", outcome.error
     return run, outcome.summary, scraper.lines
+
+
+IMPORTED = "imported-cnn"
+
+
+def _imported_corpus(folder):
+    """A lasting corpus holding one network imported from a LEMUR tree (a seed with its own name and a
+    recorded accuracy above every seed's), as `nngpt import-lemur` leaves it."""
+    tree = folder.parent / "lemur"
+    (tree / "nn").mkdir(parents=True)
+    code = seed_entries(["plain_cnn"])[0].code.replace('"""', '"""Imported from LEMUR. ', 1)
+    (tree / "nn" / f"{IMPORTED}.py").write_text(code)
+    stat = tree / "stat" / f"img-classification_digits_acc_{IMPORTED}"
+    stat.mkdir(parents=True)
+    (stat / "1.json").write_text(json.dumps([{"accuracy": 0.97, "batch": 32, "lr": 0.05, "momentum": 0.9,
+                                              "transform": "norm", "uid": "0"}]))
+    proc = run_cli("import-lemur", str(tree), "--corpus", str(folder))
+    assert proc.returncode == 0, proc.stderr
+    return folder
 
 
 class Scraper:
@@ -151,3 +174,15 @@ def test_the_report_page_and_every_figure_it_shows(finished_run, tmp_path):
         assert figure.stat().st_size > 5000 and figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = run_cli("report", str(tmp_path))
     assert bad.returncode == 2 and "no store.sqlite" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_an_imported_lemur_network_is_a_reference_and_the_run_adds_to_the_corpus(finished_run):
+    run, summary, _ = finished_run
+    with Store(run.store, readonly=True) as store:
+        parents = [json.loads(r["parents"]) for r in store.db.execute("SELECT parents FROM prompts")]
+        accepted = store.db.execute("SELECT COUNT(DISTINCT code_hash) FROM candidates WHERE stage='finished' "
+                                    f"AND {outcomes.sql_accepted()}", (0.3,)).fetchone()[0]
+    assert any(f"corpus:{IMPORTED}" in p for p in parents), "the imported network was never a prompt's reference"
+    assert summary["corpus"]["networks"] == accepted > 0
+    with CorpusStore(summary["corpus"]["path"]) as corpus:
+        assert IMPORTED in corpus.networks() and len(corpus.networks()) == 1 + accepted

@@ -61,3 +61,64 @@ def test_refusals_carry_a_diagnostic(text, kind, words):
     assert words in info.value.diagnostic
     if kind == FailureKind.CONTRACT:
         assert "class Net(nn.Module)" in info.value.diagnostic  # the contract itself, for the re-prompt
+
+
+NEAR_MISS = '''Here is a network:
+```python
+import torch
+import torch.nn as nn
+
+def supported_hyperparameters():
+    return {'lr': 0.01, 'momentum': 0.9, 'dropout': 0.2}
+
+class Block(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+    def forward(self, x):
+        return torch.relu(self.conv(x))
+
+class ConvClassifier(nn.Module):
+    def __init__(self, num_classes=10, in_channels=3, width=16):
+        super().__init__()
+        self.stem = nn.Conv2d(in_channels, width, 3, padding=1)
+        self.block = Block(width)
+        self.head = nn.Linear(width, num_classes)
+    def forward(self, x):
+        x = self.block(self.stem(x))
+        return self.head(x.mean((2, 3)))
+```'''
+
+
+def test_contract_near_misses_of_a_real_code_model_are_repaired(digits):
+    """What Qwen2.5-Coder-0.5B writes: the network under its own name with its own constructor, a dict of
+    defaults for supported_hyperparameters(), no training methods. Repaired, it builds and trains."""
+    with pytest.raises(ParseFailure, match="no module-level class Net"):
+        parse_completion(NEAR_MISS, repair=False)
+    parsed = parse_completion(NEAR_MISS)
+    assert parsed.declared == {"lr", "momentum", "dropout"}
+    assert parsed.hyperparameters == {"lr": 0.01, "momentum": 0.9, "dropout": 0.2}
+    assert any("renamed class ConvClassifier to Net" in r for r in parsed.repairs)
+    assert "class Block(nn.Module)" in parsed.code  # the helper keeps its name
+    from nngpt_ray.harness import evaluate
+    from nngpt_ray.config import SandboxConfig
+    from nngpt_ray.spec import CandidateSpec, Hyperparameters
+
+    spec = CandidateSpec(code=parsed.code, hyperparameters=Hyperparameters(**parsed.hyperparameters, epochs=1))
+    result = evaluate(spec, digits, SandboxConfig(timeout_s=120))
+    assert result.failure is None, result.error
+    assert result.best_accuracy > 0.1
+
+
+@pytest.mark.parametrize("change, words", [
+    # two network classes, neither used by the other: which one is meant is not clear
+    (lambda t: t.replace("class Block(nn.Module)", "class Other(nn.Module)").replace("Block(width)", "nn.Identity()"),
+     "no module-level class Net"),
+    # a required constructor argument that maps to nothing we pass
+    (lambda t: t.replace("(self, num_classes=10,", "(self, depth, num_classes=10,"), "Net.__init__ must take"),
+])
+def test_ambiguous_near_misses_are_left_to_the_diagnostic(change, words):
+    with pytest.raises(ParseFailure) as info:
+        parse_completion(change(NEAR_MISS))
+    assert info.value.kind == FailureKind.CONTRACT and words in info.value.diagnostic
+    assert "def __init__(self, in_shape, out_shape, prm, device)" in info.value.diagnostic  # the compact contract

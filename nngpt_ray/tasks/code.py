@@ -25,24 +25,57 @@ SYSTEM = "You are an expert in neural network design. You write complete, runnab
 
 class CodeTask(Task):
     kind = "code"
+    blocks: list = []  # NN-RAG blocks to retrieve from (rag.Block), set by use_blocks
+    k = 0
 
-    def prompt(self, pool: list[CorpusEntry], rng: random.Random) -> Prompt:
-        examples = weighted_pick(pool, rng, max(1, self.examples))
+    def use_blocks(self, blocks: list, k: int) -> None:
+        """Retrieval: every prompt shows `k` of `blocks`, chosen for relevance to its example network and
+        novelty against the pool, and asks for a network composed from them."""
+        from nngpt_ray.dedup import Deduplicator
+
+        self.blocks, self.k = list(blocks), k
+        self._index = Deduplicator(num_perm=64)
+        self._sketches = [self._index.sketch(b.code) for b in self.blocks]
+
+    def retrieve(self, examples: list[CorpusEntry], pool: list[CorpusEntry], rng: random.Random) -> list:
+        """Score = Jaccard similarity to the examples (relevant material) + (1 - the highest similarity to any
+        pool network: what the corpus does not have yet); k drawn from the best 3k."""
+        near = [self._index.sketch(e.code) for e in examples]
+        known = [self._index.sketch(e.code) for e in pool[:24]]
+        scored = []
+        for block, sketch in zip(self.blocks, self._sketches, strict=True):
+            relevance = max(sketch.jaccard(s) for s in near)
+            novelty = 1.0 - max((sketch.jaccard(s) for s in known), default=0.0)
+            scored.append((relevance + novelty, block.target, block))
+        best = [b for _, _, b in sorted(scored, key=lambda x: (-x[0], x[1]))[:3 * self.k]]
+        return rng.sample(best, min(self.k, len(best)))
+
+    def prompt(self, pool: list[CorpusEntry], rng: random.Random, examples: list[CorpusEntry] | None = None) -> Prompt:
+        """`examples`: show these networks (default: drawn from the pool, front first)."""
+        examples = examples or weighted_pick(pool, rng, max(1, self.examples))
+        blocks = self.retrieve(examples, pool, rng) if self.blocks else []
         shown = []
         for i, e in enumerate(examples, 1):
             score = f"accuracy {100 * e.accuracy:.1f}% after {self.epochs} epochs" if e.accuracy else e.description
             hp = json.dumps({k: v for k, v in e.hyperparameters.items() if k != "epochs"})
             shown.append(f"Example {i} ({score}):\n```python\n{e.code.strip()}\n```\n```json\n{hp}\n```")
+        parts = "".join(f"Building block {i} (from {b.target.split('.')[0]}, standalone):\n```python\n{b.body()}```\n\n"
+                        for i, b in enumerate(blocks, 1))
+        compose = ("Write a different network, composed from the building blocks above (copy the ones you use into "
+                   "your module), that you expect to reach a higher accuracy." if blocks else
+                   "Write a different network that you expect to reach a higher accuracy.")
         user = (f"Write a new PyTorch image classification network for {self.dataset_line()}.\n{CONTRACT_TEXT}\n\n"
-                f"Networks from our corpus:\n\n" + "\n\n".join(shown) + "\n\n"
-                "Write a different network that you expect to reach a higher accuracy. Answer with exactly one "
+                f"Networks from our corpus:\n\n" + "\n\n".join(shown) + "\n\n" + parts +
+                f"{compose} Answer with exactly one "
                 "```python block holding the whole module and one ```json block with its hyperparameters "
                 "(lr, momentum, batch and any others the network declares).")
         return Prompt(task=self.kind, parents=tuple(e.name for e in examples),
-                      messages=({"role": "system", "content": SYSTEM}, {"role": "user", "content": user}))
+                      messages=({"role": "system", "content": SYSTEM}, {"role": "user", "content": user}),
+                      context={"blocks": tuple(b.target for b in blocks)})
 
-    def parse(self, prompt: Prompt, completion: str, origin: Origin) -> CandidateSpec:
-        parsed = parse_completion(completion)
+    def parse(self, prompt: Prompt, completion: str, origin: Origin, *, repair: bool = True) -> CandidateSpec:
+        """`repair=False`: without the contract near-miss repairs (to measure what they add)."""
+        parsed = parse_completion(completion, repair=repair)
         hyperparameters = {"lr": DEFAULT_HYPERPARAMETERS["lr"], "momentum": DEFAULT_HYPERPARAMETERS["momentum"]}
         hyperparameters |= {k: DEFAULT_HYPERPARAMETERS.get(k, 0.0) for k in parsed.declared or ()}
         hyperparameters |= parsed.hyperparameters

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 from nngpt_ray.serve.engines.base import Adapter, Engine, Generated, Sampling, cut_at_stop
@@ -17,7 +18,7 @@ class TransformersEngine(Engine):
         from nngpt_ray.llm import load_base
 
         if device != "cuda":
-            torch.set_num_threads(threads)
+            torch.set_num_threads(threads or os.cpu_count() or 1)
         self.model, self.tokenizer = load_base(model, gguf_file, device, dtype)
         self.device = next(self.model.parameters()).device
         self.peft = None  # a PeftModel around self.model once the first adapter arrives

@@ -1,0 +1,164 @@
+"""Validate extracted NN-RAG blocks in one throwaway, confined process.
+
+`python -I blockcheck.py < request.json`, answering one JSON list on the last line of stdout. For each
+block: it imports (its code runs as a fresh module), its class `BLOCK` is instantiated (each tried set of
+constructor arguments in turn) and one forward pass runs on the first dummy input that fits. The source
+packages (`blocked`) cannot be imported here, so a valid block is proven standalone. Like shapecheck.py:
+standard library and torch only, never the caller's interpreter, under CPU, address-space and per-block
+time limits, in its own network namespace where the system allows it.
+"""
+
+import ctypes
+import json
+import resource
+import signal
+import sys
+import types
+
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
+
+
+class Blocked:
+    """A meta-path finder that refuses the source packages."""
+
+    def __init__(self, roots):
+        self.roots = set(roots)
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in self.roots:
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked: blocks must be standalone)")
+        return None
+
+
+class TooLong(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise TooLong()
+
+
+def main():
+    request = json.load(sys.stdin)
+    sys.meta_path.insert(0, Blocked(request["blocked"]))
+    for name in list(sys.modules):
+        if name.split(".")[0] in request["blocked"]:
+            del sys.modules[name]
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNET) != 0:
+        libc.unshare(CLONE_NEWUSER | CLONE_NEWNET)
+    resource.setrlimit(resource.RLIMIT_CPU, (request["cpu_s"], request["cpu_s"]))
+    resource.setrlimit(resource.RLIMIT_AS, (8 * 2**30, 8 * 2**30))
+    signal.signal(signal.SIGALRM, _alarm)
+    import torch
+
+    torch.set_num_threads(1)
+    answers = []
+    for item in request["items"]:
+        torch.manual_seed(0)
+        signal.alarm(request["per_item_s"])
+        try:
+            answers.append(check(item["code"], item["tries"], torch))
+        except TooLong:
+            answers.append({"ok": False, "kind": "timeout", "error": f"past {request['per_item_s']} s"})
+        except MemoryError:
+            answers.append({"ok": False, "kind": "instantiate", "error": "MemoryError"})
+        finally:
+            signal.alarm(0)
+    print(json.dumps(answers))
+
+
+def check(code, tries, torch):
+    module = types.ModuleType("block")
+    try:
+        exec(compile(code, "block.py", "exec"), module.__dict__)
+        cls = module.BLOCK
+    except TooLong:
+        raise
+    except BaseException as err:
+        return {"ok": False, "kind": "import", "error": _text(err)}
+    errors = []
+    for kwargs in tries:
+        try:
+            model = cls(**{k: _value(v, module, torch) for k, v in kwargs.items()})
+        except TooLong:
+            raise
+        except Exception as err:
+            errors.append(f"{kwargs}: {_text(err)}")
+            continue
+        model.eval()
+        params = sum(p.numel() for p in model.parameters()) if hasattr(model, "parameters") else 0
+        arity = _forward_arity(model)
+        for shape in _inputs(kwargs):
+            try:
+                x = torch.randn(*shape)
+                with torch.no_grad():
+                    out = model(*[x] * arity)  # forward(x, y, ...): tensors of the same shape
+            except TooLong:
+                raise
+            except Exception as err:
+                errors.append(f"input {shape}: {_text(err)}")
+                continue
+            return {"ok": True, "kwargs": kwargs, "input": list(shape), "output": _shape(out), "params": params}
+        return {"ok": False, "kind": "forward", "error": " | ".join(errors[-3:])[:600], "kwargs": kwargs}
+    return {"ok": False, "kind": "instantiate", "error": " | ".join(errors[-2:])[:600]}
+
+
+def _value(v, module, torch):
+    if isinstance(v, list):
+        return [_value(x, module, torch) for x in v]
+    if isinstance(v, dict) and "ref" in v:
+        cls = getattr(module, v["ref"])
+        if "kwargs" in v:
+            return cls(**{k: _value(x, module, torch) for k, x in v["kwargs"].items()})
+        return cls
+    if isinstance(v, dict) and "torch" in v:
+        return getattr(torch.nn, v["torch"].split(".")[-1])
+    return v
+
+
+def _forward_arity(model):
+    import inspect
+
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return 1
+    required = [p for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return max(1, len(required))
+
+
+def _inputs(kwargs):
+    """Dummy inputs, most likely first: images with the channel count the arguments suggest (or 3), then
+    sequences (batch, tokens, width), vectors and video clips."""
+    channels = [v for k, v in kwargs.items() if isinstance(v, int) and not isinstance(v, bool)
+                and any(w in k.lower() for w in ("in_ch", "inplanes", "inp", "channels", "num_features",
+                                                  "features", "dim", "planes", "width", "hidden"))]
+    c = channels[0] if channels else 3
+    shapes = [(2, c, 32, 32), (2, 3, 32, 32), (2, c, 96, 96), (2, 3, 224, 224), (2, 16, c), (2, c), (2, c, 8, 8),
+              (2, 3, 4, 32, 32), (2, 64, 8, 8)]
+    seen, out = set(), []
+    for s in shapes:
+        if s not in seen:
+            seen.add(s)
+            out.append(s)
+    return out
+
+
+def _shape(out):
+    if hasattr(out, "shape"):
+        return list(out.shape)
+    if isinstance(out, (list, tuple)) and out and hasattr(out[0], "shape"):
+        return [list(o.shape) for o in out if hasattr(o, "shape")]
+    if isinstance(out, dict):
+        return {str(k): list(v.shape) for k, v in out.items() if hasattr(v, "shape")}
+    return type(out).__name__
+
+
+def _text(err):
+    return f"{type(err).__name__}: {err}"[:300]
+
+
+if __name__ == "__main__":
+    main()
