@@ -66,6 +66,9 @@ def check_contract(tree: ast.Module) -> ContractReport:
             report.problems.append("supported_hyperparameters() must take no arguments")
         report.declared = _literal_names(shp)
 
+    missing = undefined_names(tree)
+    if missing:
+        report.problems.append(f"uses names it never defines or imports: {', '.join(missing[:8])}")
     net = classes.get("Net")
     if net is None:
         report.problems.append("no module-level class Net")
@@ -87,6 +90,53 @@ def check_contract(tree: ast.Module) -> ContractReport:
         elif len(_positional_names(method.args)) < arity and method.args.vararg is None:
             report.problems.append(f"Net.{name} must take self and one argument")
     return report
+
+
+_MODULE_NAMES = frozenset({"__name__", "__file__", "__doc__", "__package__", "__spec__", "__loader__",
+                           "__builtins__", "__annotations__"})
+
+
+def undefined_names(tree: ast.Module) -> list[str]:
+    """Names the module reads but binds nowhere (not imported, defined, assigned, a parameter, nor a
+    builtin): a NameError waiting to happen, e.g. a fill that uses a helper of another family. Scope-blind
+    on purpose (a binding anywhere counts), so it only reports names that cannot resolve; annotations are
+    not looked at (they need not be evaluated), and a star import turns the check off."""
+    import builtins
+
+    bound: set[str] = set(dir(builtins)) | _MODULE_NAMES
+    read: dict[str, int] = {}
+    annotations: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            if any(a.name == "*" for a in node.names):
+                return []
+            bound.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+            if not isinstance(node, ast.ClassDef):
+                annotations.update(id(n) for a in (*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs,
+                                                   node.args.vararg, node.args.kwarg) if a is not None
+                                   and a.annotation is not None for n in ast.walk(a.annotation))
+                if node.returns is not None:
+                    annotations.update(id(n) for n in ast.walk(node.returns))
+        elif isinstance(node, ast.AnnAssign):
+            annotations.update(id(n) for n in ast.walk(node.annotation))
+        elif isinstance(node, ast.arg):
+            bound.add(node.arg)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            bound.add(node.name)
+        elif isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:
+            bound.add(node.name)
+        elif isinstance(node, ast.MatchMapping) and node.rest:
+            bound.add(node.rest)
+        elif isinstance(node, ast.Name):
+            if isinstance(node.ctx, ast.Load):
+                if id(node) not in annotations:  # ast.walk is breadth-first: annotations are known by now
+                    read.setdefault(node.id, node.lineno)
+            else:
+                bound.add(node.id)
+    missing = [name for name in read if name not in bound]
+    return sorted(missing, key=read.get)
 
 
 def _positional_names(args: ast.arguments) -> list[str]:

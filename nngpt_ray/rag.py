@@ -23,6 +23,7 @@ import inspect
 import json
 import os
 import pkgutil
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -616,7 +617,8 @@ def build(sources: list[str], out: Path, *, match: str | None = None,
             raise UserError(f"rag source {source!r} is not installed (pip install {source}"
                             f"{'  or: pip install nngpt-ray[timm]' if source == 'timm' else ''})")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "blocks").mkdir(exist_ok=True)
+    shutil.rmtree(out / "blocks", ignore_errors=True)  # a rebuild replaces the store and its files
+    (out / "blocks").mkdir()
     summary = BuildSummary()
     rows: list[dict] = []
     for source in sources:

@@ -53,6 +53,9 @@ def test_inline_hyperparameter_line():
     (f"```python\n{CODE.replace('    def learn(self, train_data):', '    def fit(self, train_data):')}```",
      FailureKind.CONTRACT, "Net has no method learn()"),
     (f"```python\nimport os\n{CODE}```", FailureKind.UNSAFE, "import of 'os'"),
+    # a helper of another network, never defined here: a NameError in the sandbox, caught before it
+    (f"```python\n{CODE.replace('def forward(self, x):', 'def forward(self, x):' + chr(10) + '        x = vgg_block(x)')}```",
+     FailureKind.CONTRACT, "uses names it never defines or imports: vgg_block"),
 ])
 def test_refusals_carry_a_diagnostic(text, kind, words):
     with pytest.raises(ParseFailure) as info:
