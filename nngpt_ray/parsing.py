@@ -49,15 +49,17 @@ class ParseFailure(Exception):
         self.diagnostic = diagnostic
 
 
-def parse_completion(text: str, repair: bool = True) -> Parsed:
-    """Extract and check code from `text`. Raises ParseFailure (parse, syntax, contract or unsafe)."""
+def parse_completion(text: str, repair: bool = True, sources: tuple[str, ...] = ()) -> Parsed:
+    """Extract and check code from `text` (`sources`: the networks its prompt showed). Raises ParseFailure
+    (parse, syntax, contract or unsafe)."""
     code, hp_text, repairs = _split_code_and_hyperparameters(text)
     hyperparameters, transform = _parse_hyperparameters(hp_text) if hp_text else ({}, None)
-    return check_code(code, hyperparameters, transform, repairs, repair=repair)
+    return check_code(code, hyperparameters, transform, repairs, repair=repair, sources=sources)
 
 
 def check_code(code: str, hyperparameters: dict[str, Any] | None = None, transform: dict | None = None,
-               repairs: list[str] | None = None, static_safety: bool = True, repair: bool = True) -> Parsed:
+               repairs: list[str] | None = None, static_safety: bool = True, repair: bool = True,
+               sources: tuple[str, ...] = ()) -> Parsed:
     """Repair imports (and, with `repair`, the contract's unambiguous near-misses: `repairs.py`), then
     check syntax, contract and safety. Raises ParseFailure."""
     repairs = list(repairs or [])
@@ -72,9 +74,12 @@ def check_code(code: str, hyperparameters: dict[str, Any] | None = None, transfo
         raise ParseFailure(FailureKind.SYNTAX, f"SyntaxError: {err.msg} at {where}") from None
     report = check_contract(tree)
     if not report.ok and repair:
-        repaired = near_miss_repair(code)
+        repaired = near_miss_repair(code, sources)
         if repaired.notes:
-            code, tree = repaired.code, ast.parse(repaired.code)
+            code, added = _add_missing_imports(repaired.code)  # a copied helper may use F or math
+            if added:
+                repaired.notes.append("added " + "; ".join(added))
+            tree = ast.parse(code)
             report = check_contract(tree)
             repairs += repaired.notes
             hyperparameters = repaired.defaults | dict(hyperparameters or {})

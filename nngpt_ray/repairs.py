@@ -2,7 +2,8 @@
 
 Measured with Qwen2.5-Coder-0.5B on the `code` task: plausible CNNs named `ConvClassifier` with their
 own constructor (`__init__(self, num_classes=10)`), a `supported_hyperparameters()` that returns a dict of
-defaults, no `train_setup`/`learn`. Each repair here is syntactic, names what it did, and leaves anything
+defaults, no `train_setup`/`learn`, and (half of 12 completions) a new Net built from the example
+network's helpers (`Fire`, `conv_bn`) by name, without their definitions. Each repair here is syntactic, names what it did, and leaves anything
 ambiguous (two candidate network classes, a required constructor argument we cannot map) to the contract
 check and its diagnostic. Nothing is executed.
 """
@@ -44,18 +45,84 @@ class Repaired:
     defaults: dict[str, float] = field(default_factory=dict)  # from a supported_hyperparameters() dict
 
 
-def repair(code: str) -> Repaired:
-    """`code` with the unambiguous contract near-misses fixed. Code that does not parse comes back as is."""
+def repair(code: str, sources: tuple[str, ...] = ()) -> Repaired:
+    """`code` with the unambiguous contract near-misses fixed; `sources`: the example networks its prompt
+    showed, whose helpers it may use by name. Code that does not parse comes back as is."""
     try:
         module = cst.parse_module(code)
     except cst.ParserSyntaxError:
         return Repaired(code)
     out = Repaired(code)
+    module = _borrow_helpers(module, sources, out)
     module = _name_the_network(module, out)
     module = _hyperparameter_names(module, out)
     module = _adapt_net(module, out)
     out.code = module.code
     return out
+
+
+def _borrow_helpers(module: cst.Module, sources: tuple[str, ...], out: Repaired) -> cst.Module:
+    """Names the code uses but never defines that are module-level helpers of an example network in its
+    prompt (the model wrote a new Net around the example's `Fire` or `conv_bn`): copied in, with the helpers
+    they use in turn, before the code's first definition. Never `Net` or `supported_hyperparameters`."""
+    import ast
+
+    from nngpt_ray.contract import undefined_names
+
+    try:
+        missing = undefined_names(ast.parse(module.code))
+    except SyntaxError:
+        return module
+    if not missing or not sources:
+        return module
+    definitions: dict[str, tuple[ast.stmt, str]] = {}
+    for source in sources:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for statement in tree.body:
+            for name in _binds(statement):
+                if name not in ("Net", "supported_hyperparameters"):
+                    definitions.setdefault(name, (statement, source))
+    defined = _defined(module)
+    taken: list[str] = []
+    copied: list[str] = []
+
+    def take(name: str) -> None:
+        if name in taken or name not in definitions:
+            return
+        taken.append(name)
+        statement, source = definitions[name]
+        for node in ast.walk(statement):  # the helpers this one uses come first
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and node.id not in defined:
+                take(node.id)
+        copied.append(ast.get_source_segment(source, statement) or "")
+
+    for name in missing:
+        take(name)
+    if not copied:
+        return module
+    first = next((i for i, s in enumerate(module.body) if isinstance(s, (cst.ClassDef, cst.FunctionDef))),
+                 len(module.body))
+    borrowed = list(cst.parse_module("\n\n".join(copied) + "\n").body)
+    out.notes.append(f"copied {', '.join(taken)} from the example network it uses them from")
+    return module.with_changes(body=[*module.body[:first], *borrowed, *module.body[first:]])
+
+
+def _binds(statement) -> list[str]:
+    import ast
+
+    if isinstance(statement, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+        return [statement.name]
+    if isinstance(statement, (ast.Assign, ast.AnnAssign)):
+        targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
+        return [t.id for t in targets if isinstance(t, ast.Name)]
+    return []
+
+
+def _defined(module: cst.Module) -> set[str]:
+    return {s.name.value for s in module.body if isinstance(s, (cst.ClassDef, cst.FunctionDef))}
 
 
 def _dotted(node: cst.BaseExpression) -> str:

@@ -59,3 +59,51 @@ def test_sft_example_round_trips():
     again = t.parse(prompt, completion, Origin(task="code"))
     assert again.code_hash == spec.code_hash and again.hyperparameters == spec.hyperparameters
     assert payload["messages"] == list(prompt.messages)
+
+
+def test_helpers_of_the_example_network_used_by_name_are_copied_in(digits):
+    """Half of Qwen2.5-Coder-0.5B's completions wrote a new Net around the example's helper (here
+    squeezenet's Fire) without its definition: the helper is copied from the prompt's example, and the
+    network builds and trains."""
+    squeezenet = seed_entries(["squeezenet"])
+    t = task()
+    prompt = t.prompt(squeezenet, random.Random(0))
+    answer = '''```python
+import torch
+import torch.nn as nn
+
+def supported_hyperparameters():
+    return {'lr', 'momentum'}
+
+class Net(nn.Module):
+    def __init__(self, in_shape, out_shape, prm, device):
+        super().__init__()
+        self.device = device
+        self.features = nn.Sequential(nn.Conv2d(in_shape[1], 32, 3, padding=1), nn.ReLU(), Fire(32, 8, 16),
+                                      Fire(32, 8, 16))
+        self.head = nn.Linear(32, out_shape[0])
+
+    def forward(self, x):
+        return self.head(self.features(x).mean((2, 3)))
+
+    def train_setup(self, prm):
+        self.criteria = nn.CrossEntropyLoss()
+        self.optimizer = torch.optim.SGD(self.parameters(), lr=prm['lr'], momentum=prm['momentum'])
+
+    def learn(self, train_data):
+        for inputs, labels in train_data:
+            self.optimizer.zero_grad()
+            self.criteria(self(inputs), labels).backward()
+            self.optimizer.step()
+```'''
+    with pytest.raises(ParseFailure, match="never defines or imports: Fire"):
+        t.parse(prompt, answer, Origin(task="code"), repair=False)
+    spec = t.parse(prompt, answer, Origin(task="code"))
+    assert spec.code.index("class Fire(nn.Module)") < spec.code.index("class Net(nn.Module)")
+    assert spec.code.count("class Net(") == 1  # the example's own Net is never copied
+    from nngpt_ray.config import SandboxConfig
+    from nngpt_ray.harness import evaluate
+
+    result = evaluate(spec.model_copy(update={"hyperparameters": spec.hyperparameters.model_copy(
+        update={"epochs": 1})}), digits, SandboxConfig(timeout_s=120))
+    assert result.failure is None and result.best_accuracy > 0.1, result.error

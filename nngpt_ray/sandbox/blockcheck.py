@@ -82,13 +82,13 @@ def check(code, tries, torch):
     for kwargs in tries:
         try:
             model = cls(**{k: _value(v, module, torch) for k, v in kwargs.items()})
+            model.eval()
+            params = sum(p.numel() for p in model.parameters())
         except TooLong:
             raise
         except Exception as err:
             errors.append(f"{kwargs}: {_text(err)}")
             continue
-        model.eval()
-        params = sum(p.numel() for p in model.parameters()) if hasattr(model, "parameters") else 0
         arity = _forward_arity(model)
         for shape in _inputs(kwargs):
             try:

@@ -71,11 +71,11 @@ class CodeTask(Task):
                 "(lr, momentum, batch and any others the network declares).")
         return Prompt(task=self.kind, parents=tuple(e.name for e in examples),
                       messages=({"role": "system", "content": SYSTEM}, {"role": "user", "content": user}),
-                      context={"blocks": tuple(b.target for b in blocks)})
+                      context={"blocks": tuple(b.target for b in blocks), "examples": tuple(e.code for e in examples)})
 
     def parse(self, prompt: Prompt, completion: str, origin: Origin, *, repair: bool = True) -> CandidateSpec:
         """`repair=False`: without the contract near-miss repairs (to measure what they add)."""
-        parsed = parse_completion(completion, repair=repair)
+        parsed = parse_completion(completion, repair=repair, sources=tuple(prompt.context.get("examples", ())))
         hyperparameters = {"lr": DEFAULT_HYPERPARAMETERS["lr"], "momentum": DEFAULT_HYPERPARAMETERS["momentum"]}
         hyperparameters |= {k: DEFAULT_HYPERPARAMETERS.get(k, 0.0) for k in parsed.declared or ()}
         hyperparameters |= parsed.hyperparameters
@@ -95,7 +95,7 @@ class CodeTask(Task):
                     {"role": "user", "content": f"Your answer could not be used.\n{diagnostic}\n"
                                                 "Answer again: one ```python block with the corrected module and "
                                                 "one ```json block with its hyperparameters."})
-        return Prompt(task=self.kind, parents=prompt.parents, messages=messages)
+        return Prompt(task=self.kind, parents=prompt.parents, messages=messages, context=prompt.context)
 
     def example(self, prompt: Prompt, spec: CandidateSpec) -> tuple[dict, str]:
         hp = {k: v for k, v in spec.hyperparameters.as_prm().items() if k != "epochs"}
