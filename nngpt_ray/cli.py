@@ -452,6 +452,8 @@ def _cmd_rag_build(args: argparse.Namespace) -> int:
         summary = rag.build(sources, out, match=args.match,
                             on_progress=lambda done, total: bar.update(task, completed=done, total=total))
     result = summary.as_json()
+    for source, why in result["missing_sources"].items():
+        err_console.print(f"rag source {source}: {why}")
     out_console.print(f"{result['valid']} of {result['targets']} targets valid ({100 * result['rate']:.1f}%), "
                       f"{result['extracted']} extracted, {result['valid_with_stand_ins']} of the valid with PIL cut "
                       f"out; failures: {', '.join(f'{k} {v}' for k, v in result['failures'].items()) or 'none'}; "

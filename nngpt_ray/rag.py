@@ -596,6 +596,7 @@ class BuildSummary:
     extracted: int = 0
     valid: int = 0
     valid_with_stand_ins: int = 0  # valid, with PIL (or another optional library) cut out
+    missing: dict[str, str] = field(default_factory=dict)  # sources that are not installed -> why
     by_source: dict[str, dict[str, int]] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
 
@@ -603,25 +604,27 @@ class BuildSummary:
         return {"targets": self.targets, "extracted": self.extracted, "valid": self.valid,
                 "rate": round(self.valid / self.targets, 4) if self.targets else 0.0,
                 "valid_with_stand_ins": self.valid_with_stand_ins,
-                "by_source": self.by_source, "failures": dict(sorted(self.failures.items()))}
+                "by_source": self.by_source, "failures": dict(sorted(self.failures.items())),
+                "missing_sources": self.missing}
 
 
 def build(sources: list[str], out: Path, *, match: str | None = None,
           on_progress: Callable[[int, int], None] | None = None) -> BuildSummary:
     """Extract and validate every target of `sources` (those whose `module.Class` contains `match`, when
     given) into `out`: blocks.sqlite and blocks/<target>.py. A rebuild replaces the store."""
-    for source in sources:
-        if source not in SOURCES:
-            raise UserError(f"unknown rag source {source!r}; known: {', '.join(SOURCES)}")
-        if importlib.util.find_spec(source) is None:
-            raise UserError(f"rag source {source!r} is not installed (pip install {source}"
-                            f"{'  or: pip install nngpt-ray[timm]' if source == 'timm' else ''})")
+    unknown = [source for source in sources if source not in SOURCES]
+    if unknown:
+        raise UserError(f"unknown rag source {', '.join(map(repr, unknown))}; known: {', '.join(SOURCES)}")
     out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(out / "blocks", ignore_errors=True)  # a rebuild replaces the store and its files
     (out / "blocks").mkdir()
     summary = BuildSummary()
     rows: list[dict] = []
     for source in sources:
+        if importlib.util.find_spec(source) is None:  # counted, and the other sources still build
+            summary.missing[source] = f"not installed (pip install {source}, or the nngpt-ray[{source}] extra)"
+            summary.by_source[source] = {"targets": 0, "extracted": 0, "valid": 0}
+            continue
         extractor = Extractor(source)
         targets, _broken = extractor.targets()
         targets = [t for t in targets if match is None or match in f"{t[0]}.{t[1]}"]

@@ -75,6 +75,20 @@ def test_bad_sources_are_refused_with_one_line(tmp_path):
     assert proc.returncode == 2 and "unknown rag source 'nope'" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_a_source_that_is_not_installed_is_counted_and_the_others_build(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("timm") is not None:
+        pytest.skip("timm is installed here")
+    proc = run_cli("rag", "build", "--sources", "torchvision,timm", "--match", "resnet.BasicBlock",
+                   "--out", str(tmp_path), "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["missing_sources"]["timm"].startswith("not installed") and "rag source timm" in proc.stderr
+    assert summary["by_source"]["timm"]["targets"] == 0
+    assert summary["by_source"]["torchvision"]["valid"] >= 1  # resnet.BasicBlock at least
+
+
 def test_a_missing_store_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="rag build"):
         rag.valid_blocks(tmp_path)
