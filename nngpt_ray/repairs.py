@@ -46,8 +46,8 @@ class Repaired:
 
 
 def repair(code: str, sources: tuple[str, ...] = ()) -> Repaired:
-    """`code` with the unambiguous contract near-misses fixed; `sources`: the example networks its prompt
-    showed, whose helpers it may use by name. Code that does not parse comes back as is."""
+    """`code` with the unambiguous contract near-misses fixed; `sources`: the networks and blocks its
+    prompt showed, whose helpers it may use by name. Code that does not parse comes back as is."""
     try:
         module = cst.parse_module(code)
     except cst.ParserSyntaxError:
@@ -62,9 +62,10 @@ def repair(code: str, sources: tuple[str, ...] = ()) -> Repaired:
 
 
 def _borrow_helpers(module: cst.Module, sources: tuple[str, ...], out: Repaired) -> cst.Module:
-    """Names the code uses but never defines that are module-level helpers of an example network in its
-    prompt (the model wrote a new Net around the example's `Fire` or `conv_bn`): copied in, with the helpers
-    they use in turn, before the code's first definition. Never `Net` or `supported_hyperparameters`."""
+    """Names the code uses but never defines that are module-level definitions of a network or block its
+    prompt showed (the model wrote a new Net around the example's `Fire` or a block's `ASPPPooling`):
+    copied in, with the definitions they use in turn, before the code's first definition. Never `Net`,
+    `supported_hyperparameters` or a block's `BLOCK` alias."""
     import ast
 
     from nngpt_ray.contract import undefined_names
@@ -83,7 +84,7 @@ def _borrow_helpers(module: cst.Module, sources: tuple[str, ...], out: Repaired)
             continue
         for statement in tree.body:
             for name in _binds(statement):
-                if name not in ("Net", "supported_hyperparameters"):
+                if name not in ("Net", "supported_hyperparameters", "BLOCK"):
                     definitions.setdefault(name, (statement, source))
     defined = _defined(module)
     taken: list[str] = []
@@ -106,7 +107,7 @@ def _borrow_helpers(module: cst.Module, sources: tuple[str, ...], out: Repaired)
     first = next((i for i, s in enumerate(module.body) if isinstance(s, (cst.ClassDef, cst.FunctionDef))),
                  len(module.body))
     borrowed = list(cst.parse_module("\n\n".join(copied) + "\n").body)
-    out.notes.append(f"copied {', '.join(taken)} from the example network it uses them from")
+    out.notes.append(f"copied {', '.join(taken)} from the network or block of its prompt that defines them")
     return module.with_changes(body=[*module.body[:first], *borrowed, *module.body[first:]])
 
 

@@ -71,11 +71,13 @@ class CodeTask(Task):
                 "(lr, momentum, batch and any others the network declares).")
         return Prompt(task=self.kind, parents=tuple(e.name for e in examples),
                       messages=({"role": "system", "content": SYSTEM}, {"role": "user", "content": user}),
-                      context={"blocks": tuple(b.target for b in blocks), "examples": tuple(e.code for e in examples)})
+                      # sources: the code it shows, whose definitions a completion may use by name
+                      context={"blocks": tuple(b.target for b in blocks),
+                               "sources": tuple(e.code for e in examples) + tuple(b.code for b in blocks)})
 
     def parse(self, prompt: Prompt, completion: str, origin: Origin, *, repair: bool = True) -> CandidateSpec:
         """`repair=False`: without the contract near-miss repairs (to measure what they add)."""
-        parsed = parse_completion(completion, repair=repair, sources=tuple(prompt.context.get("examples", ())))
+        parsed = parse_completion(completion, repair=repair, sources=tuple(prompt.context.get("sources", ())))
         hyperparameters = {"lr": DEFAULT_HYPERPARAMETERS["lr"], "momentum": DEFAULT_HYPERPARAMETERS["momentum"]}
         hyperparameters |= {k: DEFAULT_HYPERPARAMETERS.get(k, 0.0) for k in parsed.declared or ()}
         hyperparameters |= parsed.hyperparameters
