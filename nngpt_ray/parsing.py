@@ -58,10 +58,11 @@ def parse_completion(text: str, repair: bool = True, sources: tuple[str, ...] = 
 
 
 def check_code(code: str, hyperparameters: dict[str, Any] | None = None, transform: dict | None = None,
-               repairs: list[str] | None = None, static_safety: bool = True, repair: bool = True,
+               repairs: list[str] | None = None, static_safety: bool = True, repair: bool = False,
                sources: tuple[str, ...] = ()) -> Parsed:
-    """Repair imports (and, with `repair`, the contract's unambiguous near-misses: `repairs.py`), then
-    check syntax, contract and safety. Raises ParseFailure."""
+    """Repair imports (and, with `repair`, the contract's unambiguous near-misses: `repairs.py`; only for
+    LLM completions, never for a file a user gives or code about to run), then check syntax, contract
+    and safety. Raises ParseFailure."""
     repairs = list(repairs or [])
     code, added = _add_missing_imports(code)
     if added:
