@@ -50,7 +50,12 @@ class SandboxTrainable(tune.Trainable):
             self.result = EvalResult(candidate_id=spec.id, epochs=ray.get(self.store.epochs.remote(spec.id)),
                                      failure=None if row["status"] == "ok" else FailureKind(row["status"]))
             self.epochs, self.done, self.session = list(self.result.epochs), True, None
-            return
+
+    def _launch(self) -> None:
+        """The candidate's attempt and sandboxed child start with the trial's first step, not with the actor:
+        Tune may set an actor up for a trial and then run the trial on another (reused) actor, and an actor
+        that never steps must not have started training (seen: an attempt begun and abandoned 4.6 s later)."""
+        c, spec = self.cfg, self.spec
         ray.get(self.store.abandon_attempts.remote(spec.id, "trial restarted"))  # a restart's earlier attempt
         self.attempt = ray.get(self.store.start_attempt.remote(spec.id, f"tune-{self.trial_id}"))
         self.session = Session(spec, self.core.dataset(spec.dataset), c.sandbox, self.core.server,
@@ -60,7 +65,9 @@ class SandboxTrainable(tune.Trainable):
     def step(self) -> dict[str, Any]:
         if self.done:
             return self._final(self.result)
-        if self.epochs:
+        if self.session is None:
+            self._launch()
+        elif self.epochs:
             self.session.proceed(go=True)
         epoch = self.session.next_epoch()
         if epoch is None or epoch.epoch >= self.spec.hyperparameters.epochs:
