@@ -37,6 +37,7 @@ import libcst as cst
 from libcst.metadata import FunctionScope, GlobalScope, MetadataWrapper, ParentNodeProvider, ScopeProvider
 
 from nngpt_ray.failures import UserError
+from nngpt_ray.repairs import dotted
 from nngpt_ray.safety import ALLOWED_MODULES
 
 SOURCES = ("torchvision", "timm")
@@ -298,14 +299,14 @@ def _import_source(m: _Module, global_name: str) -> tuple[str, str | None]:
         for node in _walk(m.body[idx]):
             if isinstance(node, cst.ImportFrom) and not isinstance(node.names, cst.ImportStar):
                 for alias in node.names:
-                    bound = alias.asname.name.value if alias.asname else _dotted(alias.name)
+                    bound = alias.asname.name.value if alias.asname else dotted(alias.name)
                     if bound == global_name:
-                        return _absolute(m, node), _dotted(alias.name)
+                        return _absolute(m, node), dotted(alias.name)
             elif isinstance(node, cst.Import):
                 for alias in node.names:
-                    bound = alias.asname.name.value if alias.asname else _dotted(alias.name)
+                    bound = alias.asname.name.value if alias.asname else dotted(alias.name)
                     if bound == global_name:
-                        return _dotted(alias.name), None
+                        return dotted(alias.name), None
     raise ExtractionFailure("unresolved_name", f"{m.name}.{global_name}: no import binds it")
 
 
@@ -315,20 +316,12 @@ def _absolute(m: _Module, node: cst.ImportFrom) -> str:
 
 def _absolute_in(package: str, node: cst.ImportFrom) -> str:
     level = len(node.relative)
-    module = _dotted(node.module) if node.module else ""
+    module = dotted(node.module) if node.module else ""
     if not level:
         return module
     base = package.split(".")
     base = base[: len(base) - (level - 1)]
     return ".".join([*base, module] if module else base)
-
-
-def _dotted(node: cst.BaseExpression) -> str:
-    if isinstance(node, cst.Name):
-        return node.value
-    if isinstance(node, cst.Attribute):
-        return f"{_dotted(node.value)}.{node.attr.value}"
-    return ""
 
 
 def _walk(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
@@ -373,7 +366,7 @@ def _read_module(name: str) -> _Module:
         if where is None:
             continue
         if isinstance(body[where], cst.SimpleStatementLine) and any(
-                isinstance(s, cst.ImportFrom) and s.module is not None and _dotted(s.module) == "__future__"
+                isinstance(s, cst.ImportFrom) and s.module is not None and dotted(s.module) == "__future__"
                 for s in body[where].body):
             continue
         binders.setdefault(assignment.name, [])
@@ -432,7 +425,7 @@ def _read_module(name: str) -> _Module:
                 # `from pkg.x import y` inside a function: y is copied in, the import becomes `y = <its name>`
                 names = []
                 for alias in node.names:
-                    original = _dotted(alias.name)
+                    original = dotted(alias.name)
                     bound = alias.asname.name.value if alias.asname else original
                     if _is_module(f"{source}.{original}"):  # a module: its `bound.attr` uses become the definitions
                         function = _enclosing_function(node, parents)
@@ -448,8 +441,8 @@ def _read_module(name: str) -> _Module:
                         lazy[i].append(("attr", source, original))
                 local_froms[id(node)] = names
             elif isinstance(node, cst.Import):
-                source = next((_dotted(a.name) for a in node.names
-                               if _dotted(a.name).split(".")[0] not in BLOCK_IMPORTS), None)
+                source = next((dotted(a.name) for a in node.names
+                               if dotted(a.name).split(".")[0] not in BLOCK_IMPORTS), None)
                 if source:
                     local_imports[i] = source
                     break

@@ -126,11 +126,12 @@ def _defined(module: cst.Module) -> set[str]:
     return {s.name.value for s in module.body if isinstance(s, (cst.ClassDef, cst.FunctionDef))}
 
 
-def _dotted(node: cst.BaseExpression) -> str:
+def dotted(node: cst.BaseExpression) -> str:
+    """`torch.nn.Module` from its libcst Attribute chain ("" for anything else)."""
     if isinstance(node, cst.Name):
         return node.value
     if isinstance(node, cst.Attribute):
-        return f"{_dotted(node.value)}.{node.attr.value}"
+        return f"{dotted(node.value)}.{node.attr.value}"
     return ""
 
 
@@ -143,7 +144,7 @@ def _name_the_network(module: cst.Module, out: Repaired) -> cst.Module:
     classes = _classes(module)
     if "Net" in classes:
         return module
-    networks = [name for name, c in classes.items() if any(_dotted(b.value) in _MODULE_BASES for b in c.bases)]
+    networks = [name for name, c in classes.items() if any(dotted(b.value) in _MODULE_BASES for b in c.bases)]
     used = {n.value for name in networks for n in _names(classes[name]) if n.value != name}
     roots = [name for name in networks if name not in used]
     if len(roots) != 1:
