@@ -11,6 +11,7 @@ import os
 import random
 import subprocess
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,14 +25,20 @@ SHAPECHECK = Path(__file__).parent / "sandbox" / "shapecheck.py"
 def shape_check(codes: list[str], prms: list[dict], in_shape: tuple[int, int, int, int], classes: int,
                 max_params: int = 2_000_000, timeout_s: float = 600) -> list[dict]:
     """Build each network and run a forward pass, in one child process per core. One answer per code."""
-    workers = max(1, min(os.cpu_count() or 1, len(codes) // 20))
-    chunks = [list(range(len(codes)))[i::workers] for i in range(workers)]
+    return in_parallel(len(codes), max(1, min(os.cpu_count() or 1, len(codes) // 20)),
+                       lambda idx: _shape_check_process([codes[i] for i in idx], [prms[i] for i in idx], in_shape,
+                                                        classes, max_params, timeout_s))
+
+
+def in_parallel(n: int, workers: int, run: Callable[[list[int]], list]) -> list:
+    """`run` on the indices 0..n-1 split into `workers` strided chunks, each in its own thread (each chunk
+    runs its own check process); one answer per index, in index order."""
+    chunks = [list(range(n))[i::workers] for i in range(workers)]
     with ThreadPoolExecutor(workers) as pool:
-        answers = pool.map(lambda idx: _shape_check_process([codes[i] for i in idx], [prms[i] for i in idx],
-                                                            in_shape, classes, max_params, timeout_s), chunks)
-    merged: list[dict] = [{}] * len(codes)
-    for idx, chunk_answers in zip(chunks, answers, strict=True):
-        for i, answer in zip(idx, chunk_answers, strict=True):
+        answers = list(pool.map(run, chunks))
+    merged: list = [None] * n
+    for indices, chunk_answers in zip(chunks, answers, strict=True):
+        for i, answer in zip(indices, chunk_answers, strict=True):
             merged[i] = answer
     return merged
 

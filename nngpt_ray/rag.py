@@ -29,7 +29,6 @@ import subprocess
 import sys
 import warnings
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +36,7 @@ import libcst as cst
 from libcst.metadata import FunctionScope, GlobalScope, MetadataWrapper, ParentNodeProvider, ScopeProvider
 
 from nngpt_ray.failures import UserError
+from nngpt_ray.mutants import in_parallel
 from nngpt_ray.repairs import dotted
 from nngpt_ray.safety import ALLOWED_MODULES
 
@@ -672,8 +672,6 @@ def validate(items: list[dict], blocked: list[str], *, timeout_s: float = 900,
     the `blocked` packages unimportable. One answer per item."""
     if not items:
         return []
-    workers = max(1, min(os.cpu_count() or 1, len(items)))
-    chunks = [list(range(len(items)))[i::workers] for i in range(workers)]
     done = [0]
 
     def run(indices: list[int]) -> list[dict]:
@@ -686,13 +684,7 @@ def validate(items: list[dict], blocked: list[str], *, timeout_s: float = 900,
                 on_progress(done[0], len(items))
         return answers
 
-    with ThreadPoolExecutor(workers) as pool:
-        results = list(pool.map(run, chunks))
-    merged: list[dict] = [{}] * len(items)
-    for indices, answers in zip(chunks, results, strict=True):
-        for i, answer in zip(indices, answers, strict=True):
-            merged[i] = answer
-    return merged
+    return in_parallel(len(items), max(1, min(os.cpu_count() or 1, len(items))), run)
 
 
 def _check_process(items: list[dict], blocked: list[str], timeout_s: float) -> list[dict]:
