@@ -8,6 +8,7 @@ example and only 9% with two, as longer prompts overflow small models' context.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 
@@ -34,14 +35,15 @@ class CodeTask(Task):
         from nngpt_ray.dedup import Deduplicator
 
         self.blocks, self.k = list(blocks), k
-        self._index = Deduplicator(num_perm=64)
-        self._sketches = [self._index.sketch(b.code) for b in self.blocks]
+        # the pool's networks recur in every prompt: each code is sketched once
+        self._sketch = functools.lru_cache(maxsize=512)(Deduplicator(num_perm=64).sketch)
+        self._sketches = [self._sketch(b.code) for b in self.blocks]
 
     def retrieve(self, examples: list[CorpusEntry], pool: list[CorpusEntry], rng: random.Random) -> list:
         """Score = Jaccard similarity to the examples (relevant material) + (1 - the highest similarity to any
         pool network: what the corpus does not have yet); k drawn from the best 3k."""
-        near = [self._index.sketch(e.code) for e in examples]
-        known = [self._index.sketch(e.code) for e in pool[:24]]
+        near = [self._sketch(e.code) for e in examples]
+        known = [self._sketch(e.code) for e in pool[:24]]
         scored = []
         for block, sketch in zip(self.blocks, self._sketches, strict=True):
             relevance = max(sketch.jaccard(s) for s in near)
