@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from nngpt_ray.failures import CandidateFileError, UserError
+from nngpt_ray.failures import UserError
 
 err_console = Console(stderr=True, highlight=False)
 out_console = Console(highlight=False)
@@ -450,7 +450,8 @@ def _cmd_rag_build(args: argparse.Namespace) -> int:
     with Bar(console=err_console, transient=True) as bar:
         task = bar.add_task("validating blocks in the sandbox", total=None)
         summary = rag.build(sources, out, match=args.match,
-                            on_progress=lambda done, total: bar.update(task, completed=done, total=total))
+                            on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+                            on_stage=lambda stage: bar.update(task, description=stage))
     result = summary.as_json()
     for source, why in result["missing_sources"].items():
         err_console.print(f"rag source {source}: {why}")

@@ -5,13 +5,17 @@ finds the module-level names its statement reads (annotations aside: blocks star
 `from __future__ import annotations`); names defined in the same package are copied in, transitively
 and in dependency order (renamed where two different definitions share a name), `pkg_module.name`
 chains through module aliases become direct references, and imports of torch, numpy and the standard
-library a network may use stay imports. A name that leads anywhere else (PIL, a compiled extension, a
-star import) makes the target fail with a classified reason. What comes out is one file per block that
-imports nothing of the source package.
+library a network may use stay imports. PIL becomes a stand-in (STAND_INS), torchvision's compiled ops
+plain PyTorch or a classified failure when called (STUBS), constants read from `sys` and `platform` a
+frozen class (FROZEN). A name that leads anywhere else (another library, a star import) makes the target
+fail with a classified reason. What comes out is one file per block that imports nothing of the source
+package.
 
 Each block is then validated like any untrusted code, in a throwaway confined process in which the
-source packages cannot be imported (`sandbox/blockcheck.py`): it imports, it instantiates (defaults, or
-constructor arguments guessed from the signature), and one forward pass on a fitting dummy input runs.
+source packages cannot be imported (`sandbox/blockcheck.py`): it imports, it instantiates, and one
+forward pass runs. Constructor arguments and inputs come first from the package's own use of the class
+(`rag_usage.observe`: its model builders run on the meta device; what they pass along is copied into the
+block), then from guesses from the signature with dummy inputs.
 The block store (`blocks.sqlite` + `blocks/*.py`) records every target, its outcome and a MinHash.
 """
 
@@ -35,6 +39,7 @@ from pathlib import Path
 import libcst as cst
 from libcst.metadata import FunctionScope, GlobalScope, MetadataWrapper, ParentNodeProvider, ScopeProvider
 
+from nngpt_ray import rag_usage
 from nngpt_ray.failures import UserError
 from nngpt_ray.mutants import in_parallel
 from nngpt_ray.repairs import dotted
@@ -44,7 +49,37 @@ SOURCES = ("torchvision", "timm")
 BLOCKCHECK = Path(__file__).parent / "sandbox" / "blockcheck.py"
 # Definitions replaced by a stand-in with the same effect on computation: torchvision's API-usage
 # logging (a call into torch's C++ telemetry, and it needs `types`, which networks may not import).
-STUBS = {"torchvision.utils._log_api_usage_once": "def NAME(obj):\n    pass  # torchvision's API-usage logging"}
+# torchvision's compiled ops: `_has_ops()` answers False, so the ops that have a pure-PyTorch path
+# (roi_align) take it; `nms` gets one here; the others raise NATIVE_OP (classified `native_op`) when called.
+NATIVE_OP = "needs torchvision's compiled ops"
+STUBS = {
+    "torchvision.utils._log_api_usage_once": "def NAME(obj):\n    pass  # torchvision's API-usage logging",
+    "torchvision.extension._has_ops": "def NAME():\n    return False  # this block runs without torchvision's compiled ops",
+    "torchvision.extension._assert_has_ops":
+        f"def NAME():\n    raise NotImplementedError(\"{NATIVE_OP} (not available in a standalone block)\")",
+    "torchvision.ops.boxes.nms": '''def NAME(boxes, scores, iou_threshold):
+    """Non-maximum suppression in plain PyTorch (torchvision's is a compiled op): the indices of the boxes
+    kept, by decreasing score."""
+    order = scores.argsort(descending=True)
+    keep = []
+    while order.numel() > 0:
+        i = order[0]
+        keep.append(i)
+        if order.numel() == 1:
+            break
+        rest = order[1:]
+        top_left = torch.maximum(boxes[i, :2], boxes[rest, :2])
+        bottom_right = torch.minimum(boxes[i, 2:], boxes[rest, 2:])
+        inter = (bottom_right - top_left).clamp(min=0).prod(dim=1)
+        area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+        iou = inter / (area(boxes[i]) + area(boxes[rest]) - inter)
+        order = rest[iou <= iou_threshold]
+    return torch.stack(keep) if keep else torch.zeros(0, dtype=torch.int64, device=boxes.device)''',
+}
+# Standard-library modules a block may not import, of which code reads only constants: a class with those
+# attributes, frozen at extraction (sys.byteorder picks a PIL mode; platform.machine() a resize path).
+FROZEN = {"sys": {"byteorder": repr(sys.byteorder)},
+          "platform": {"machine": f"staticmethod(lambda: {__import__('platform').machine()!r})"}}
 # Optional image libraries a block cannot import. Their names become a stand-in class: nothing is an
 # instance of it, calling or instantiating anything of it raises. The tensor code paths run (validation proves
 # it); the PIL-image paths are cut. Blocks that use one say so (`stand_ins` in the store and the summary).
@@ -67,6 +102,7 @@ BLOCK_IMPORTS = frozenset(ALLOWED_MODULES - {"torchvision", "einops"})
 class Extracted:
     code: str
     stand_ins: list[str]  # foreign libraries replaced by a stand-in (see STAND_INS)
+    names: dict[str, str] = field(default_factory=dict)  # "module:Name" asked for in `also` -> its name in the block
 
 
 class ExtractionFailure(Exception):
@@ -107,6 +143,7 @@ class Extractor:
     def __init__(self, package: str) -> None:
         self.package = package
         self._modules: dict[str, _Module] = {}
+        self._rendered: dict[tuple[str, int], list[tuple[tuple, str]]] = {}
 
     # -- discovery
     def targets(self) -> tuple[list[tuple[str, str]], dict[str, str]]:
@@ -132,8 +169,9 @@ class Extractor:
         return found, broken
 
     # -- closure
-    def extract(self, module: str, name: str) -> Extracted:
-        """The standalone source of `module.name`. Raises ExtractionFailure."""
+    def extract(self, module: str, name: str, also: tuple[tuple[str, str], ...] = ()) -> Extracted:
+        """The standalone source of `module.name`, with the definitions `also` names ((module, name): those
+        its recorded construction passes it) copied in too. Raises ExtractionFailure."""
         order: list[tuple[str, int]] = []  # (module, statement index), dependencies first
         imports: dict[str, str] = {}  # name in the block -> its import line
         resolved: dict[tuple[str, str], str] = {}  # (module, global name) -> name in the block
@@ -141,6 +179,7 @@ class Extractor:
         state: set[tuple[str, int]] = set()
         stubs: list[str] = []
         stand_ins: dict[str, str] = {}
+        frozen: dict[str, str] = {}
 
         def claim(meaning: str, wanted: str, module_name: str) -> str:
             candidate, n = wanted, 1
@@ -158,6 +197,8 @@ class Extractor:
             if f"{mod}.{global_name}" in STUBS:
                 out = claim(f"{mod}.{global_name}", global_name, mod)
                 stubs.append(STUBS[f"{mod}.{global_name}"].replace("NAME", out))
+                if "torch." in stubs[-1]:
+                    imports["torch"] = "import torch"
                 resolved[(mod, global_name)] = out
                 return out
             m = self._module(mod)
@@ -195,11 +236,19 @@ class Extractor:
                 return alias
             if root in STAND_INS:
                 return stand_in(global_name, source if original is None else f"{source}.{original}", m.name)
+            if original is not None and f"{source}.{original}" in STUBS:
+                return need(source, original)
+            if original is None and source in FROZEN:
+                alias = claim(f"frozen {source}", global_name, m.name)
+                frozen[alias] = "\n".join([f"class {alias}:", f'    """What this block reads of `{source}`, as it was '
+                                           f'at extraction (a block may not import it)."""',
+                                           *(f"    {k} = {v}" for k, v in FROZEN[source].items())])
+                return alias
             if source.startswith(f"{self.package}.extension") or source.startswith(f"{self.package}._C"):
                 raise ExtractionFailure("native_op", f"{m.name} needs {global_name} from {source} (compiled ops)")
             if root != self.package.split(".")[0]:
                 raise ExtractionFailure("foreign_import", f"{m.name} needs {global_name} from {source}")
-            if original is None or _is_module(f"{source}.{original}"):
+            if original is None or _is_module(f"{source}.{original}") and inspect.ismodule(_runtime_value(source, original)):
                 raise ExtractionFailure("module_object", f"{m.name} uses the module {source}"
                                                          f"{'' if original is None else '.' + original} as a value")
             return need(source, original)
@@ -225,21 +274,32 @@ class Extractor:
                 need(*((mod, read[1]) if read[0] == "name" else read[1:]))
 
         target_name = need(module, name)
+        names = {f"{mod}:{other}": need(mod, other) for mod, other in also}
         parts = [f'"""{module}.{name} as a standalone block (extracted by nngpt rag build)."""',
                  "from __future__ import annotations", ""]
         parts += sorted(set(imports.values()))
         if stand_ins:
             parts += ["", "", UNAVAILABLE, "", *sorted(stand_ins.values())]
-        for stub in stubs:
+        for stub in [*frozen.values(), *stubs]:
             parts += ["", "", stub]
         for mod, idx in order:
             parts += ["", "", self._render(mod, idx, resolved)]
         parts += ["", "", f"BLOCK = {target_name}", ""]
-        return Extracted("\n".join(parts), sorted({v.split('"')[1].split(".")[0] for v in stand_ins.values()}))
+        return Extracted("\n".join(parts), sorted({v.split('"')[1].split(".")[0] for v in stand_ins.values()}), names)
 
     def _render(self, mod: str, idx: int, resolved: dict[tuple[str, str], str]) -> str:
         """One top-level statement of `mod` with every module-level name it reads or binds renamed to its
-        name in the block, and `alias.attr` chains through package modules replaced by the definition."""
+        name in the block, and `alias.attr` chains through package modules replaced by the definition.
+        Cached: a statement renders the same wherever the names it consults are the same."""
+        for consulted, code in self._rendered.get((mod, idx), []):
+            if all(resolved.get(key) == value for key, value in consulted):
+                return code
+        seen = _Consulted(resolved)
+        code = self._render_with(mod, idx, seen)
+        self._rendered.setdefault((mod, idx), []).append((tuple(seen.asked.items()), code))
+        return code
+
+    def _render_with(self, mod: str, idx: int, resolved: dict[tuple[str, str], str]) -> str:
         m = self._module(mod)
 
         def renamed(node: cst.CSTNode, fallback: str) -> str:
@@ -277,6 +337,22 @@ class Extractor:
         if name not in self._modules:
             self._modules[name] = _read_module(name)
         return self._modules[name]
+
+
+class _Consulted(dict):
+    """A read-only view of a name mapping that remembers what was looked up (and what it was)."""
+
+    def __init__(self, names: dict) -> None:
+        super().__init__()
+        self.names, self.asked = names, {}
+
+    def get(self, key, default=None):
+        self.asked[key] = self.names.get(key)
+        return self.names.get(key, default)
+
+    def __getitem__(self, key):
+        self.asked[key] = self.names.get(key)
+        return self.names[key]
 
 
 def _runtime_value(module: str, name: str):
@@ -383,8 +459,8 @@ def _read_module(name: str) -> _Module:
         if assignment.name not in binders:
             continue
         for access in assignment.references:
-            if access.is_annotation or access.is_type_hint:
-                continue
+            if access.is_annotation:  # not evaluated (blocks start with `from __future__ import annotations`);
+                continue  # type hints elsewhere are (`__annotations__ = {...}`, `torch.jit.annotate(List[int], [])`)
             where = top(access.node)
             if where is None:
                 continue
@@ -474,13 +550,14 @@ _FLOAT_WORDS = ("prob", "drop", "rate", "eps", "momentum", "alpha", "scale", "p"
 
 
 def constructor_tries(cls: type) -> list[dict]:
-    """Keyword arguments to try, in order: the defaults ({}) when nothing is required, then values guessed from
-    each required parameter's name and annotation, at widths 16, 8 and 32 (GroupNorm wants multiples of 32).
-    JSON-able: {"ref": NAME, "kwargs": {...}} is a class of the block built with those arguments (a config
-    object, or a block type to pass), {"torch": "nn.X"} a torch layer class."""
+    """Constructor tries ({"kwargs": ...}), in order: the defaults when nothing is required, then values
+    guessed from each required parameter's name and annotation, at widths 16, 8 and 32 (GroupNorm wants
+    multiples of 32). Encoded as rag_usage encodes: {"ref": NAME, "kwargs": {...}} is a class of the block
+    built with those arguments (a config object), {"ref": NAME} a block type to pass, {"torch": "nn.X"} a
+    torch layer class."""
     params, passes_through = _required(cls)
     if params is None:
-        return [{}]
+        return [{"kwargs": {}}]
     tries = [] if params else [{}]
     for width in (16, 8, 32):
         guess = {p.name: _guess(p, width, cls) for p in params}
@@ -488,7 +565,7 @@ def constructor_tries(cls: type) -> list[dict]:
             tries.append(guess)
             if passes_through:  # `**kwargs` handed on to a layer: the commonest argument it misses
                 tries.append(guess | {"kernel_size": 3})
-    return tries or [{}]
+    return [{"kwargs": kwargs} for kwargs in tries or [{}]]
 
 
 def _required(cls: type) -> tuple[list[inspect.Parameter] | None, bool]:
@@ -527,6 +604,11 @@ def _guess(param: inspect.Parameter, width: int, owner: type | None = None, dept
     text = str(text)
     if "bool" in text:
         return False
+    if "dtype" in name or "dtype" in text:
+        return {"dtype": "float32"}
+    if name in ("transforms", "lambd"):  # a list of callables, or one: the identity
+        identity = {"torch": "nn.Identity", "kwargs": {}}
+        return identity if name == "lambd" else [identity]
     if "Callable" in text or "layer" in name and "num" not in name:
         if "norm" in name:
             return {"torch": "nn.BatchNorm2d"}
@@ -573,10 +655,11 @@ CREATE TABLE IF NOT EXISTS blocks (
     detail TEXT,
     file TEXT,                    -- blocks/<target>.py, when extracted
     lines INTEGER,
-    init_kwargs TEXT,             -- JSON: the constructor arguments that worked
-    input_shape TEXT,             -- JSON: the dummy input the forward pass ran on
+    init_kwargs TEXT,             -- JSON: the constructor try that worked ({"args", "kwargs"}, see rag_usage)
+    input_shape TEXT,             -- JSON: the forward arguments it ran on (encoded tensors, lists ...)
     output_shape TEXT,
     parameters INTEGER,
+    seconds REAL,                 -- how long its validation took
     stand_ins TEXT,               -- foreign libraries replaced by a stand-in (comma-separated), or NULL
     minhash BLOB                  -- datasketch MinHash values (uint64) over the block's code tokens
 );
@@ -602,7 +685,8 @@ class BuildSummary:
 
 
 def build(sources: list[str], out: Path, *, match: str | None = None,
-          on_progress: Callable[[int, int], None] | None = None) -> BuildSummary:
+          on_progress: Callable[[int, int], None] | None = None,
+          on_stage: Callable[[str], None] = lambda stage: None) -> BuildSummary:
     """Extract and validate every target of `sources` (those whose `module.Class` contains `match`, when
     given) into `out`: blocks.sqlite and blocks/<target>.py. A rebuild replaces the store."""
     unknown = [source for source in sources if source not in SOURCES]
@@ -621,11 +705,14 @@ def build(sources: list[str], out: Path, *, match: str | None = None,
         extractor = Extractor(source)
         targets, _broken = extractor.targets()
         targets = [t for t in targets if match is None or match in f"{t[0]}.{t[1]}"]
+        on_stage(f"{source}: recording how its model builders construct and call its modules (meta device)")
+        usages = rag_usage.observe(source) if targets else {}
+        on_stage(f"{source}: extracting {len(targets)} targets")
         for module, name in targets:
             target = f"{module}.{name}"
             row = {"target": target, "source": source}
             try:
-                extracted = extractor.extract(module, name)
+                extracted, recorded = _extract_with_usage(extractor, module, name, usages.get(target))
             except ExtractionFailure as failure:
                 rows.append(row | {"status": "invalid", "stage": "extract", "kind": failure.kind,
                                    "detail": failure.detail[:500]})
@@ -639,15 +726,17 @@ def build(sources: list[str], out: Path, *, match: str | None = None,
             path.write_text(extracted.code)
             rows.append(row | {"file": str(path.relative_to(out)), "lines": extracted.code.count("\n"),
                                "code": extracted.code, "stand_ins": ",".join(extracted.stand_ins) or None,
-                               "tries": constructor_tries(cls)})
+                               "tries": recorded + constructor_tries(cls)})
     checks = [r for r in rows if "code" in r]
+    on_stage(f"validating {len(checks)} blocks in the sandbox")
     answers = validate([{"code": r["code"], "tries": r["tries"]} for r in checks], blocked=list(sources),
                        on_progress=on_progress)
     for row, answer in zip(checks, answers, strict=True):
         row.update(status="valid" if answer["ok"] else "invalid", stage="validate",
                    kind=None if answer["ok"] else answer["kind"], detail=answer.get("error"),
-                   init_kwargs=json.dumps(answer.get("kwargs")), input_shape=json.dumps(answer.get("input")),
-                   output_shape=json.dumps(answer.get("output")), parameters=answer.get("params"))
+                   init_kwargs=json.dumps(answer.get("try")), input_shape=json.dumps(answer.get("input")),
+                   output_shape=json.dumps(answer.get("output")), parameters=answer.get("params"),
+                   seconds=answer.get("seconds"))
     (out / "blocks.sqlite").unlink(missing_ok=True)
     _save(out / "blocks.sqlite", rows)
     for row in rows:
@@ -664,6 +753,33 @@ def build(sources: list[str], out: Path, *, match: str | None = None,
         else:
             summary.failures[row["kind"]] = summary.failures.get(row["kind"], 0) + 1
     return summary
+
+
+def _extract_with_usage(extractor: Extractor, module: str, name: str,
+                        usage: rag_usage.Usage | None) -> tuple[Extracted, list[dict]]:
+    """The block, and the constructor try the source library's own use of the class gives (with its forward
+    inputs), when that use was recorded: the definitions it passes are copied into the block. When they
+    cannot be, the block is extracted alone and validated with guessed arguments only."""
+    if usage is not None:
+        try:
+            extracted = extractor.extract(module, name, tuple(sorted(usage.refs)))
+        except ExtractionFailure:
+            pass
+        else:
+            return extracted, [_renamed(usage.as_try(), extracted.names)]
+    return extractor.extract(module, name), []
+
+
+def _renamed(value, names: dict[str, str]):
+    """An encoded value with its {"ref": "module:Name"} references renamed to their names in the block."""
+    if isinstance(value, list):
+        return [_renamed(v, names) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out = {k: _renamed(v, names) for k, v in value.items()}
+    if isinstance(value.get("ref"), str) and ":" in value["ref"]:
+        out["ref"] = names.get(value["ref"], value["ref"])
+    return out
 
 
 def validate(items: list[dict], blocked: list[str], *, timeout_s: float = 900,
@@ -688,7 +804,8 @@ def validate(items: list[dict], blocked: list[str], *, timeout_s: float = 900,
 
 
 def _check_process(items: list[dict], blocked: list[str], timeout_s: float) -> list[dict]:
-    request = json.dumps({"items": items, "blocked": blocked, "cpu_s": int(timeout_s), "per_item_s": 30})
+    request = json.dumps({"items": items, "blocked": blocked, "cpu_s": int(timeout_s), "per_item_s": 30,
+                          "native_marker": NATIVE_OP})
     try:
         proc = subprocess.run([sys.executable, "-I", "-B", str(BLOCKCHECK)], input=request, capture_output=True,
                               text=True, timeout=timeout_s, env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
@@ -713,11 +830,11 @@ def _save(path: Path, rows: list[dict]) -> None:
         db.executescript(SCHEMA)
         for row in rows:
             sketch = index.sketch(row["code"]).hashvalues.astype("uint64").tobytes() if "code" in row else None
-            db.execute("INSERT OR REPLACE INTO blocks VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            db.execute("INSERT OR REPLACE INTO blocks VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                        (row["target"], row["source"], row["status"], row["stage"], row.get("kind"),
                         row.get("detail"), row.get("file"), row.get("lines"), row.get("init_kwargs"),
                         row.get("input_shape"), row.get("output_shape"), row.get("parameters"),
-                        row.get("stand_ins"), sketch))
+                        row.get("seconds"), row.get("stand_ins"), sketch))
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ ALLOWED_MODULES = frozenset({
     "torch", "torchvision", "numpy", "einops", "math", "cmath", "typing", "typing_extensions",
     "functools", "collections", "itertools", "numbers", "dataclasses", "enum", "abc", "copy",
     "operator", "random", "warnings", "re", "string", "statistics", "fractions", "decimal",
-    "heapq", "bisect", "__future__",
+    "heapq", "bisect", "contextlib", "__future__",
 })
 # Sub-modules of allowed packages that reach files, processes, the network or native code.
 DENIED_SUBMODULES = frozenset({
@@ -46,6 +46,8 @@ DENIED_ATTRIBUTES = frozenset({
     "from_file", "load_library", "load_state_dict_from_url", "download_url_to_file", "hub", "_C",
     "cpp_extension", "system", "popen", "spawn", "compile", "set_num_threads",
     "set_num_interop_threads", "_dynamo", "_inductor",
+    # contextlib's process-wide effects (its suppress/nullcontext/contextmanager are fine)
+    "chdir", "redirect_stdout", "redirect_stderr",
 })
 _ALLOWED_DUNDERS = frozenset({"__init__", "__name__", "__doc__", "__len__", "__call__", "__getitem__",
                               "__iter__", "__next__", "__repr__"})

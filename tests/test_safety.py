@@ -34,10 +34,16 @@ def test_seed_networks_pass(seed):
     ("import torch\ng = getattr(torch, 'sa' + 've')", "computed attribute name"),
     ("import torch\ng = getattr(torch, '_C')", "'_C'"),
     ("from .x import y", "relative imports"),
+    ("from contextlib import chdir", "'chdir'"),
+    ("import contextlib\ncontextlib.redirect_stdout(None)", "'redirect_stdout'"),
 ])
 def test_refusals(code, words):
     found = findings(code)
     assert found and any(words in f for f in found), found
+
+
+def test_contextlib_without_process_wide_effects_is_allowed():
+    assert findings("from contextlib import suppress, nullcontext\nwith suppress(StopIteration):\n    pass\n") == []
 
 
 def test_reflection_on_self_is_allowed():

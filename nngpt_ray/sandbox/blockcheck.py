@@ -13,6 +13,7 @@ import json
 import resource
 import signal
 import sys
+import time
 import types
 
 CLONE_NEWUSER = 0x10000000
@@ -55,67 +56,116 @@ def main():
 
     torch.set_num_threads(1)
     answers = []
-    for item in request["items"]:
+    for i, item in enumerate(request["items"]):
         torch.manual_seed(0)
         signal.alarm(request["per_item_s"])
+        started = time.monotonic()
         try:
-            answers.append(check(item["code"], item["tries"], torch))
+            answers.append(check(f"block{i}", item["code"], item["tries"], torch, request["native_marker"]))
         except TooLong:
             answers.append({"ok": False, "kind": "timeout", "error": f"past {request['per_item_s']} s"})
         except MemoryError:
             answers.append({"ok": False, "kind": "instantiate", "error": "MemoryError"})
         finally:
             signal.alarm(0)
+            answers[-1]["seconds"] = round(time.monotonic() - started, 2)
     print(json.dumps(answers))
 
 
-def check(code, tries, torch):
-    module = types.ModuleType("block")
+def check(name, code, tries, torch, native_marker):
+    """Each try is {"args", "kwargs"} (encoded, see `_value`) and, when the source library's own use of the
+    class was recorded, the "inputs" of that use: those are tried first, then dummy inputs."""
+    module = types.ModuleType(name)  # registered, as an imported module is (dataclasses and torch.jit look it up)
+    sys.modules[name] = module
     try:
-        exec(compile(code, "block.py", "exec"), module.__dict__)
+        exec(compile(code, f"{name}.py", "exec"), module.__dict__)
         cls = module.BLOCK
     except TooLong:
         raise
     except BaseException as err:
         return {"ok": False, "kind": "import", "error": _text(err)}
     errors = []
-    for kwargs in tries:
+    for attempt in tries:
         try:
-            model = cls(**{k: _value(v, module, torch) for k, v in kwargs.items()})
+            model = cls(*[_value(v, module, torch) for v in attempt.get("args", [])],
+                        **{k: _value(v, module, torch) for k, v in attempt.get("kwargs", {}).items()})
             model.eval()
             params = sum(p.numel() for p in model.parameters())
         except TooLong:
             raise
         except Exception as err:
-            errors.append(f"{kwargs}: {_text(err)}")
+            errors.append(f"{_brief(attempt)}: {_text(err)}")
             continue
         arity = _forward_arity(model)
-        for shape in _inputs(kwargs):
+        inputs = [] if attempt.get("inputs") is None else [attempt["inputs"]]
+        inputs += [[{"tensor": list(shape), "dtype": "float32"}] * arity for shape in _inputs(attempt.get("kwargs", {}))]
+        for encoded in inputs:
             try:
-                x = torch.randn(*shape)
                 with torch.no_grad():
-                    out = model(*[x] * arity)  # forward(x, y, ...): tensors of the same shape
+                    out = model(*[_value(v, module, torch) for v in encoded])
             except TooLong:
                 raise
             except Exception as err:
-                errors.append(f"input {shape}: {_text(err)}")
+                if native_marker in str(err):
+                    return {"ok": False, "kind": "native_op", "error": _text(err)}
+                errors.append(f"input {_brief(encoded)}: {_text(err)}")
                 continue
-            return {"ok": True, "kwargs": kwargs, "input": list(shape), "output": _shape(out), "params": params}
-        return {"ok": False, "kind": "forward", "error": " | ".join(errors[-3:])[:600], "kwargs": kwargs}
+            return {"ok": True, "try": {k: v for k, v in attempt.items() if k != "inputs"}, "input": encoded,
+                    "output": _shape(out), "params": params}
+        return {"ok": False, "kind": "forward", "error": " | ".join(errors[-3:])[:600], "try": attempt}
     return {"ok": False, "kind": "instantiate", "error": " | ".join(errors[-2:])[:600]}
 
 
 def _value(v, module, torch):
+    """A value encoded by nngpt_ray.rag_usage (or guessed by nngpt_ray.rag.constructor_tries), rebuilt:
+    definitions of the block by name, torch's by module path, tensors as random (or zero) data."""
+    again = lambda x: _value(x, module, torch)  # noqa: E731
     if isinstance(v, list):
-        return [_value(x, module, torch) for x in v]
-    if isinstance(v, dict) and "ref" in v:
-        cls = getattr(module, v["ref"])
-        if "kwargs" in v:
-            return cls(**{k: _value(x, module, torch) for k, x in v["kwargs"].items()})
-        return cls
-    if isinstance(v, dict) and "torch" in v:
-        return getattr(torch.nn, v["torch"].split(".")[-1])
-    return v
+        return [again(x) for x in v]
+    if not isinstance(v, dict):
+        return v
+    if "tuple" in v:
+        return tuple(again(x) for x in v["tuple"])
+    if "dict" in v:
+        return {k: again(x) for k, x in v["dict"].items()}
+    if "odict" in v:
+        import collections
+
+        return collections.OrderedDict((again(k), again(x)) for k, x in v["odict"])
+    if "tensor" in v:
+        dtype = getattr(torch, v["dtype"])
+        return torch.randn(*v["tensor"], dtype=dtype) if dtype.is_floating_point else torch.zeros(*v["tensor"], dtype=dtype)
+    if "dtype" in v:
+        return getattr(torch, v["dtype"])
+    if "enum" in v:
+        return getattr(again(v["enum"]), v["name"])
+    if "partial" in v:
+        import functools
+
+        return functools.partial(again(v["partial"]), *again(v["args"]), **again({"dict": v["kwargs"]}))
+    if "ref" in v:
+        obj = getattr(module, v["ref"])
+    elif "torch" in v:
+        obj = _torch_object(v["torch"], torch)
+    else:
+        raise ValueError(f"cannot rebuild {v!r}")
+    if "args" in v or "kwargs" in v:
+        return obj(*again(v.get("args", [])), **again({"dict": v.get("kwargs", {})}))
+    return obj
+
+
+def _torch_object(path, torch):
+    """"torch.nn.modules.conv:Conv2d" (module:name), or "nn.Conv2d" (a torch.nn attribute)."""
+    if ":" not in path:
+        return getattr(torch.nn, path.split(".")[-1])
+    import importlib
+
+    where, name = path.split(":")
+    return getattr(importlib.import_module(where), name)
+
+
+def _brief(value):
+    return json.dumps(value)[:120]
 
 
 def _forward_arity(model):
