@@ -93,8 +93,8 @@ def _per_cycle(data, path: Path) -> Path:
         ax.set_xlabel("cycle")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    axes[2].legend(fontsize=7)
-    axes[0].legend(fontsize=7)
+    _legend(axes[2], 7)
+    _legend(axes[0], 7)
     return _save(fig, path)
 
 
@@ -110,7 +110,7 @@ def _best_so_far(data, path: Path) -> Path:
     ax.set_xlabel("candidates sent to a trainer")
     ax.set_ylabel("best validation accuracy so far (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend(ax, 8)
     return _save(fig, path)
 
 
@@ -127,7 +127,7 @@ def _by_family(data, path: Path) -> Path:
     ax.set_ylabel("best validation accuracy (%)")
     ax.grid(alpha=0.3)
     if data:
-        ax.legend(fontsize=8)
+        _legend(ax, 8)
     return _save(fig, path)
 
 
@@ -149,8 +149,14 @@ def _pareto(data, path: Path) -> Path:
     ax.set_xlabel("parameters")
     ax.set_ylabel("best validation accuracy (%)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _legend(ax, 8)
     return _save(fig, path)
+
+
+def _legend(ax, fontsize: int) -> None:
+    """A legend where something is labelled (a run with nothing trained has no points to name)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=fontsize)
 
 
 def _predictor(data, path: Path) -> Path:
@@ -174,7 +180,7 @@ def _predictor(data, path: Path) -> Path:
     ax.set_xlabel("cycle")
     ax.set_ylabel("epochs")
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=7)
+    _legend(ax, 7)
     return _save(fig, path)
 
 
