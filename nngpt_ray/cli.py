@@ -455,6 +455,9 @@ def _cmd_rag_build(args: argparse.Namespace) -> int:
     result = summary.as_json()
     for source, why in result["missing_sources"].items():
         err_console.print(f"rag source {source}: {why}")
+    if result["unimportable_modules"]:
+        err_console.print(f"{len(result['unimportable_modules'])} modules of the sources do not import here (their "
+                          f"classes are not targets): {', '.join(sorted(result['unimportable_modules']))}")
     out_console.print(f"{result['valid']} of {result['targets']} targets valid ({100 * result['rate']:.1f}%), "
                       f"{result['extracted']} extracted, {result['valid_with_stand_ins']} of the valid with PIL cut "
                       f"out; failures: {', '.join(f'{k} {v}' for k, v in result['failures'].items()) or 'none'}; "

@@ -673,6 +673,7 @@ class BuildSummary:
     valid: int = 0
     valid_with_stand_ins: int = 0  # valid, with PIL (or another optional library) cut out
     missing: dict[str, str] = field(default_factory=dict)  # sources that are not installed -> why
+    unimportable: dict[str, str] = field(default_factory=dict)  # modules of a source that do not import -> why
     by_source: dict[str, dict[str, int]] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
 
@@ -681,7 +682,7 @@ class BuildSummary:
                 "rate": round(self.valid / self.targets, 4) if self.targets else 0.0,
                 "valid_with_stand_ins": self.valid_with_stand_ins,
                 "by_source": self.by_source, "failures": dict(sorted(self.failures.items())),
-                "missing_sources": self.missing}
+                "missing_sources": self.missing, "unimportable_modules": self.unimportable}
 
 
 def build(sources: list[str], out: Path, *, match: str | None = None,
@@ -703,7 +704,8 @@ def build(sources: list[str], out: Path, *, match: str | None = None,
             summary.by_source[source] = {"targets": 0, "extracted": 0, "valid": 0}
             continue
         extractor = Extractor(source)
-        targets, _broken = extractor.targets()
+        targets, broken = extractor.targets()
+        summary.unimportable.update(broken)  # their classes cannot be targets: said, not dropped
         targets = [t for t in targets if match is None or match in f"{t[0]}.{t[1]}"]
         on_stage(f"{source}: recording how its model builders construct and call its modules (meta device)")
         usages = rag_usage.observe(source) if targets else {}

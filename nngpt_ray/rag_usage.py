@@ -167,7 +167,7 @@ class _Recorder:
 
     def _wrap(self, cls: type) -> None:
         init = cls.__init__
-        if not inspect.isfunction(init) and not isinstance(init, functools.partial):
+        if not inspect.isfunction(init):
             return  # object.__init__ and C slots: nothing to record
         built = self.built
 

@@ -28,7 +28,8 @@ def store(tmp_path_factory):
 
 def test_every_module_class_is_a_target_and_every_target_is_accounted_for(store):
     out, summary = store
-    assert set(summary) >= {"targets", "extracted", "valid", "rate", "by_source", "failures"}
+    assert set(summary) >= {"targets", "extracted", "valid", "rate", "by_source", "failures", "unimportable_modules"}
+    assert all(m.startswith("torchvision.") and why for m, why in summary["unimportable_modules"].items())
     with sqlite3.connect(out / "blocks.sqlite") as db:
         rows = db.execute("SELECT target, status, kind FROM blocks").fetchall()
     assert len(rows) == summary["targets"] == summary["by_source"]["torchvision"]["targets"]
