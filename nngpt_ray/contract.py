@@ -69,6 +69,11 @@ def check_contract(tree: ast.Module) -> ContractReport:
     missing = undefined_names(tree)
     if missing:
         report.problems.append(f"uses names it never defines or imports: {', '.join(missing[:8])}")
+    stray = out_of_scope_names(tree)
+    if stray:
+        report.problems.append(f"reads {', '.join(stray[:8])} where {'it is' if len(stray) == 1 else 'they are'} not "
+                               f"defined (bound only inside another function, e.g. a constructor parameter: keep "
+                               f"it as self.<name>)")
     net = classes.get("Net")
     if net is None:
         report.problems.append("no module-level class Net")
@@ -100,12 +105,15 @@ def undefined_names(tree: ast.Module) -> list[str]:
     """Names the module reads but binds nowhere (not imported, defined, assigned, a parameter, nor a
     builtin): a NameError waiting to happen, e.g. a fill that uses a helper of another family. Scope-blind
     on purpose (a binding anywhere counts), so it only reports names that cannot resolve; annotations are
-    not looked at (they need not be evaluated), and a star import turns the check off."""
+    not looked at where they are not evaluated (variable annotations; a function's too under
+    `from __future__ import annotations`), and a star import turns the check off."""
     import builtins
 
     bound: set[str] = set(dir(builtins)) | _MODULE_NAMES
     read: dict[str, int] = {}
     annotations: set[int] = set()
+    postponed = any(isinstance(n, ast.ImportFrom) and n.module == "__future__"
+                    and any(a.name == "annotations" for a in n.names) for n in tree.body)
     for node in ast.walk(tree):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             if any(a.name == "*" for a in node.names):
@@ -113,7 +121,7 @@ def undefined_names(tree: ast.Module) -> list[str]:
             bound.update((a.asname or a.name).split(".")[0] for a in node.names)
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             bound.add(node.name)
-            if not isinstance(node, ast.ClassDef):
+            if not isinstance(node, ast.ClassDef) and postponed:  # else evaluated when the def runs
                 annotations.update(id(n) for a in (*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs,
                                                    node.args.vararg, node.args.kwarg) if a is not None
                                    and a.annotation is not None for n in ast.walk(a.annotation))
@@ -137,6 +145,40 @@ def undefined_names(tree: ast.Module) -> list[str]:
                 bound.add(node.id)
     missing = [name for name in read if name not in bound]
     return sorted(missing, key=read.get)
+
+
+def out_of_scope_names(tree: ast.Module) -> list[str]:
+    """Names a function or class body looks up globally that the module binds only inside some other
+    scope: a constructor's parameter or local read in `forward` (`in_shape`, `h`), the commonest NameError
+    of small code models after undefined helpers. Python's own scope analysis (symtable) decides what is
+    global where; annotations, which `from __future__ import annotations` leaves unevaluated, are not
+    references. Names bound nowhere at all are `undefined_names`'; a star import turns this off too."""
+    import builtins
+    import symtable
+
+    if any(isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names) for n in ast.walk(tree)):
+        return []
+    try:
+        top = symtable.symtable(ast.unparse(tree), "<network>", "exec")
+    except (SyntaxError, ValueError):
+        return []
+    module_level = {s.get_name() for s in top.get_symbols() if s.is_assigned() or s.is_imported() or s.is_namespace()}
+    inner_bound: set[str] = set()
+    looked_up: list[str] = []
+    tables = list(top.get_children())
+    while tables:
+        table = tables.pop()
+        tables.extend(table.get_children())
+        for symbol in table.get_symbols():
+            if symbol.is_declared_global():
+                if symbol.is_assigned():
+                    module_level.add(symbol.get_name())
+            elif symbol.is_parameter() or symbol.is_assigned() or symbol.is_imported():
+                inner_bound.add(symbol.get_name())
+            if symbol.is_global() and symbol.is_referenced():
+                looked_up.append(symbol.get_name())
+    return [name for name in dict.fromkeys(looked_up) if name in inner_bound and name not in module_level
+            and not hasattr(builtins, name) and name not in _MODULE_NAMES]
 
 
 def _positional_names(args: ast.arguments) -> list[str]:

@@ -56,6 +56,12 @@ def test_inline_hyperparameter_line():
     # a helper of another network, never defined here: a NameError in the sandbox, caught before it
     (f"```python\n{CODE.replace('def forward(self, x):', 'def forward(self, x):' + chr(10) + '        x = vgg_block(x)')}```",
      FailureKind.CONTRACT, "uses names it never defines or imports: vgg_block"),
+    # the constructor's parameter read in forward (bound in __init__, not where forward looks it up)
+    (f"```python\n{CODE.replace('def forward(self, x):', 'def forward(self, x):' + chr(10) + '        x = x[:, : in_shape[1]]')}```",
+     FailureKind.CONTRACT, "reads in_shape where it is not defined"),
+    # an annotation is evaluated when its def runs (no `from __future__ import annotations`)
+    (f"```python\n{CODE.replace('def forward(self, x):', 'def forward(self, x: Tensor):')}```",
+     FailureKind.CONTRACT, "uses names it never defines or imports: Tensor"),
 ])
 def test_refusals_carry_a_diagnostic(text, kind, words):
     with pytest.raises(ParseFailure) as info:
