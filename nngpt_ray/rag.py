@@ -26,7 +26,6 @@ import importlib.util
 import inspect
 import json
 import os
-import pkgutil
 import shutil
 import sqlite3
 import subprocess
@@ -151,21 +150,13 @@ class Extractor:
         import (module -> reason). Importing the installed package here is trusted library code."""
         import torch
 
-        root = importlib.import_module(self.package)
-        found, broken = [], {}
-        names = [root.__name__] + [m.name for m in pkgutil.walk_packages(root.__path__, root.__name__ + ".")]
-        for name in names:
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    module = importlib.import_module(name)
-            except Exception as err:  # a module of the package that does not import here (optional deps)
-                broken[name] = f"{type(err).__name__}: {err}"[:200]
-                continue
+        modules, broken = rag_usage.package_modules(self.package)
+        found = []
+        for module in modules:
             for attr, value in sorted(vars(module).items()):
-                if inspect.isclass(value) and issubclass(value, torch.nn.Module) and value.__module__ == name \
-                        and value.__qualname__ == attr:
-                    found.append((name, attr))
+                if inspect.isclass(value) and issubclass(value, torch.nn.Module) \
+                        and value.__module__ == module.__name__ and value.__qualname__ == attr:
+                    found.append((module.__name__, attr))
         return found, broken
 
     # -- closure

@@ -264,19 +264,28 @@ class _Recorder:
         raise Unencodable(f"{module}.{name} is outside torch and {self.package}")
 
 
-def _classes(package: str) -> list[type]:
-    """The classes defined in the package's modules (each once)."""
+def package_modules(package: str) -> tuple[list, dict[str, str]]:
+    """Every module of the installed package, imported (trusted library code), and those that failed to
+    import here (module -> reason; optional dependencies)."""
     root = importlib.import_module(package)
     names = [root.__name__] + [m.name for m in pkgutil.walk_packages(root.__path__, root.__name__ + ".")]
-    found: dict[int, type] = {}
+    modules, broken = [], {}
     for name in names:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                module = importlib.import_module(name)
-        except Exception:
-            continue
+                modules.append(importlib.import_module(name))
+        except Exception as err:
+            broken[name] = f"{type(err).__name__}: {err}"[:200]
+    return modules, broken
+
+
+def _classes(package: str) -> list[type]:
+    """The classes defined in the package's modules (each once)."""
+    found: dict[int, type] = {}
+    for module in package_modules(package)[0]:
         for value in vars(module).values():
-            if inspect.isclass(value) and value.__module__ == name and not issubclass(value, (BaseException, enum.Enum)):
+            if inspect.isclass(value) and value.__module__ == module.__name__ \
+                    and not issubclass(value, (BaseException, enum.Enum)):
                 found[id(value)] = value
     return list(found.values())
