@@ -699,7 +699,8 @@ def build(sources: list[str], out: Path, *, match: str | None = None,
         summary.unimportable.update(broken)  # their classes cannot be targets: said, not dropped
         targets = [t for t in targets if match is None or match in f"{t[0]}.{t[1]}"]
         on_stage(f"{source}: recording how its model builders construct and call its modules (meta device)")
-        usages = rag_usage.observe(source) if targets else {}
+        wanted = {f"{module}.{name}" for module, name in targets} if match is not None else None
+        usages = rag_usage.observe(source, wanted) if targets else {}
         on_stage(f"{source}: extracting {len(targets)} targets")
         for module, name in targets:
             target = f"{module}.{name}"

@@ -49,9 +49,11 @@ class Unencodable(Exception):
     pass
 
 
-def observe(package: str) -> dict[str, Usage]:
+def observe(package: str, wanted: set[str] | None = None) -> dict[str, Usage]:
     """`module.Class` -> the smallest recorded usage, for every class of `package` its builders instantiate.
-    Packages without known builders (anything but torchvision today) give {}."""
+    Packages without known builders (anything but torchvision today) give {}. `wanted` (a narrowed build,
+    `--match`): the builders of the wanted classes' own modules go first, each model is built only when its
+    turn comes, and recording stops once each of these `module.Class` names has been constructed and called."""
     calls = {"torchvision": _torchvision_calls}.get(package)
     if calls is None:
         return {}
@@ -60,24 +62,34 @@ def observe(package: str) -> dict[str, Usage]:
     recorder = _Recorder(package)
     with recorder, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        models = []
-        for build, inputs in calls():
-            try:
-                model = _on_meta(build)
-            except Exception:
-                continue
-            models.append((sum(p.numel() for p in model.parameters()), len(models), model, inputs))
-        # Smallest first; a model all of whose classes an earlier one already called is not run.
-        for _, _, model, inputs in sorted(models, key=lambda m: m[:2]):
+        builds = list(calls())
+        if wanted is None:  # every model built, then run smallest first (the smallest use of each class wins)
+            models = sorted(filter(None, (_built(build, inputs) for build, inputs in builds)), key=lambda m: m[0])
+        else:
+            near = {name.rpartition(".")[0] for name in wanted}
+            builds.sort(key=lambda call: call[0].func.__module__ not in near)
+            models = filter(None, (_built(build, inputs) for build, inputs in builds))
+        for _, model, inputs in models:
             for training in (False, True):  # training mode reaches what inference skips (auxiliary heads)
-                if not recorder.new_classes(model):
+                if not recorder.new_classes(model):  # all its classes already called by an earlier model
                     break
                 try:
                     with torch.device("meta"):
                         model.train(training)(*inputs())
                 except Exception:  # a forward that needs real data: what it reached is recorded
                     pass
+            if wanted is not None and wanted <= recorder.called_names():
+                break
     return recorder.usages()
+
+
+def _built(build, inputs) -> tuple | None:
+    """(parameter count, the model, its inputs), or None where the builder fails."""
+    try:
+        model = _on_meta(build)
+    except Exception:
+        return None
+    return sum(p.numel() for p in model.parameters()), model, inputs
 
 
 def _on_meta(build):
@@ -184,6 +196,9 @@ class _Recorder:
         if id(module) not in self.called:
             self.called[id(module)] = args
             self._called_classes.add(type(module))
+
+    def called_names(self) -> set[str]:
+        return {f"{cls.__module__}.{cls.__qualname__}" for cls in self._called_classes}
 
     def new_classes(self, model) -> bool:
         """Whether the model holds a module of the package of a class no recorded forward has called yet."""

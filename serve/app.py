@@ -106,8 +106,23 @@ def deploy(cfg, app_name: str):
         actor_options["runtime_env"] = llm.runtime_env
     app = LLMServer.options(num_replicas=llm.replicas, ray_actor_options=actor_options, **placement).bind(
         llm.engine, options, app_name.removeprefix("nngpt-llm-"))
-    handle = serve.run(app, name=app_name, route_prefix=None)
+    try:
+        handle = serve.run(app, name=app_name, route_prefix=None)
+    except RuntimeError as err:  # the replica could not even be built (a runtime_env, an image without the package)
+        raise UserError(f"the LLM deployment did not start: {_deploy_failure(app_name) or err}") from None
     error = handle.status.remote().result()["error"]
     if error:
         raise UserError(error)
     return handle
+
+
+def _deploy_failure(app_name: str) -> str | None:
+    """The last line of what Serve recorded against the application's deployments: their tracebacks end in
+    the cause (`ModuleNotFoundError: No module named ...`, `ValueError: Could not find Conda executable ...`)."""
+    try:
+        app = serve.status().applications.get(app_name)
+    except Exception:  # noqa: BLE001 - only for the message; the caller raises anyway
+        return None
+    messages = [d.message for d in (app.deployments.values() if app else ()) if d.message]
+    lines = [line.strip() for text in messages for line in text.splitlines() if line.strip()]
+    return lines[-1][:500] if lines else None

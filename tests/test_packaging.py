@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -71,3 +72,18 @@ def test_the_installed_command_runs(installed):
                            "--help"], cwd=target.parent, env=_isolated_env(target), capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0 and "nngpt" in proc.stdout and "run" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_a_source_tree_ahead_of_the_installed_copy_still_has_every_subpackage(installed):
+    """Ray puts the driver's working directory first on its workers' sys.path: a run started in a checkout
+    imports nngpt_ray from the checkout, whose actors/, serve/ and baselines/ sit beside it, not inside."""
+    _, target = installed
+    code = ("import nngpt_ray, nngpt_ray.serve.app, nngpt_ray.actors.launcher, nngpt_ray.baselines.compare\n"
+            f"assert nngpt_ray.__file__.startswith({str(ROOT)!r}), nngpt_ray.__file__\n"
+            f"assert nngpt_ray.serve.app.__file__ == {str(ROOT / 'serve' / 'app.py')!r}, nngpt_ray.serve.app.__file__\n")
+    # -S: no site processing, so no editable install's finder; the dependencies' folders are added plainly
+    libs = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(target), *libs]), "PYTHONNOUSERSITE": "1"}
+    proc = subprocess.run([sys.executable, "-S", "-c", code], cwd=target.parent, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
