@@ -10,14 +10,16 @@ Every dataset has the same three splits, and each number the system reports says
 
 `digits` (scikit-learn's bundled 8x8 handwritten digits) is the embedded default: no download, seconds
 per epoch. MNIST, Fashion-MNIST, CIFAR-10/100 and SVHN come through torchvision from `data_dir`,
-downloaded only when the config allows it. Each dataset is converted once into
-`cache_dir/<name>/val<fraction>/` as NCHW uint8 `.npy` files; the validation and test labels are kept
+downloaded only when the config allows it. Each dataset is converted once per source folder into
+`cache_dir/<name>/<source>/val<fraction>/` as NCHW uint8 `.npy` files (`<source>`: `bundled` for digits,
+else a digest of the resolved `data_dir`, so another copy of a dataset is never read from this one's cache); the validation and test labels are kept
 in a separate `labels/` folder that the sandbox never hands a candidate.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -160,7 +162,7 @@ def prepare(name: str, data_dir: str | Path = "~/.cache/nngpt/data", download: b
     info = dataset_info(name)
     fraction = info.val_fraction if val_fraction is None else val_fraction
     data_dir = Path(data_dir).expanduser()
-    target = Path(cache_dir).expanduser() / name / f"val{round(fraction * 10000):04d}"
+    target = Path(cache_dir).expanduser() / name / _source_key(info, data_dir) / f"val{round(fraction * 10000):04d}"
     meta_path = target / "meta.json"
     if not _cache_valid(meta_path):
         _write_cache(target, *_carve_validation(_load_source(info, data_dir, download), fraction))
@@ -173,6 +175,12 @@ def prepare(name: str, data_dir: str | Path = "~/.cache/nngpt/data", download: b
         val_y=np.load(target / "labels" / "val_y.npy"), test_x=str(target / "test_x.npy"), mean=meta["mean"],
         std=meta["std"], train_size=min(meta["train_size"], max_train or meta["train_size"]), val_fraction=fraction,
     )
+
+
+def _source_key(info: DatasetInfo, data_dir: Path) -> str:
+    if REGISTRY[info.name][1] is _digits:  # bundled with scikit-learn: data_dir plays no part
+        return "bundled"
+    return "dir-" + hashlib.sha1(str(data_dir.resolve()).encode()).hexdigest()[:12]
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

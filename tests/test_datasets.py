@@ -53,6 +53,16 @@ def test_val_fraction_is_a_setting_with_its_own_cache(tmp_path):
     assert (len(b.val_y), b.train_size) == (719, 718) and a.directory != b.directory and len(a.val_y) == 288
 
 
+def test_each_data_dir_has_its_own_cache(tmp_path):
+    """Two copies of a dataset (here: different images under the same name) never share converted arrays."""
+    first, second = (_fake_mnist(tmp_path, train=24, test=12, seed=seed, folder=f"copy{seed}") for seed in (1, 2))
+    a = prepare("mnist", data_dir=first, cache_dir=tmp_path / "cache")
+    b = prepare("mnist", data_dir=second, cache_dir=tmp_path / "cache")
+    assert a.directory != b.directory
+    assert _rows(a.test_x) == _rows(first / "test_x.npy") and _rows(b.test_x) == _rows(second / "test_x.npy")
+    assert prepare("mnist", data_dir=first, cache_dir=tmp_path / "cache").directory == a.directory  # reused
+
+
 def test_a_candidate_cannot_read_the_labels(digits, tmp_path):
     """The job names no label file, and a candidate that goes looking (static check off) is refused."""
     steal = (f"labels = open({str(digits.directory + '/labels/val_y.npy')!r}, 'rb').read()\n"
@@ -129,12 +139,12 @@ def _write_idx(path, array, magic):
         f.write(array.astype(np.uint8).tobytes())
 
 
-def _fake_mnist(tmp_path, train: int, test: int):
+def _fake_mnist(tmp_path, train: int, test: int, seed: int = 0, folder: str = "data"):
     """A tiny MNIST in torchvision's layout, every image distinct; the arrays are kept beside it."""
-    data_dir = tmp_path / "data"
+    data_dir = tmp_path / folder
     raw = data_dir / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     for prefix, n, name in (("train", train, "train_x"), ("t10k", test, "test_x")):
         images = rng.integers(0, 255, (n, 28, 28))
         labels = np.arange(n) % 10
