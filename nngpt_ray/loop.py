@@ -356,7 +356,7 @@ class Loop:
             return []
         if self.accepted_since_update > 0 and self._can_learn() and self.tried_at != self.cycle:
             return [self._learn(forced=True)]
-        note = Note(f"cycle {self.cycle} ended without an update (nothing accepted)"
+        note = Note(f"cycle {self.cycle} ended without an update (no new result reached learner.accept_threshold)"
                     if self.tried_at != self.cycle and not self.learning_off else
                     f"cycle {self.cycle} ended without a new adapter")
         return [note, self._next_cycle(self.adapter, activated=False)]
