@@ -114,10 +114,10 @@ def undefined_names(tree: ast.Module) -> list[str]:
     annotations: set[int] = set()
     postponed = any(isinstance(n, ast.ImportFrom) and n.module == "__future__"
                     and any(a.name == "annotations" for a in n.names) for n in tree.body)
+    if _star_import(tree):
+        return []
     for node in ast.walk(tree):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
-            if any(a.name == "*" for a in node.names):
-                return []
             bound.update((a.asname or a.name).split(".")[0] for a in node.names)
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             bound.add(node.name)
@@ -156,7 +156,7 @@ def out_of_scope_names(tree: ast.Module) -> list[str]:
     import builtins
     import symtable
 
-    if any(isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names) for n in ast.walk(tree)):
+    if _star_import(tree):
         return []
     try:
         top = symtable.symtable(ast.unparse(tree), "<network>", "exec")
@@ -179,6 +179,11 @@ def out_of_scope_names(tree: ast.Module) -> list[str]:
                 looked_up.append(symbol.get_name())
     return [name for name in dict.fromkeys(looked_up) if name in inner_bound and name not in module_level
             and not hasattr(builtins, name) and name not in _MODULE_NAMES]
+
+
+def _star_import(tree: ast.Module) -> bool:
+    """`from x import *` anywhere: the names it binds are unknown, so the name checks are off."""
+    return any(isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names) for n in ast.walk(tree))
 
 
 def _positional_names(args: ast.arguments) -> list[str]:
