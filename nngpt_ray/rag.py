@@ -776,10 +776,11 @@ def _renamed(value, names: dict[str, str]):
     return out
 
 
-def validate(items: list[dict], blocked: list[str], *, timeout_s: float = 900,
+def validate(items: list[dict], blocked: list[str], *, timeout_s: float = 900, block_cpu_s: int = 30,
              on_progress: Callable[[int, int], None] | None = None) -> list[dict]:
     """Run `sandbox/blockcheck.py` over `items` ({"code", "tries"}), one confined process per core, with
-    the `blocked` packages unimportable. One answer per item."""
+    the `blocked` packages unimportable. One answer per item. A block gets `block_cpu_s` seconds of CPU
+    time (not wall time: a busy machine does not fail it); `timeout_s` bounds each process's wall time."""
     if not items:
         return []
     done = [0]
@@ -788,7 +789,7 @@ def validate(items: list[dict], blocked: list[str], *, timeout_s: float = 900,
         answers = []
         for start in range(0, len(indices), 25):  # a fresh process every 25 blocks bounds leaks and crashes
             batch = indices[start:start + 25]
-            answers += _check_process([items[i] for i in batch], blocked, timeout_s)
+            answers += _check_process([items[i] for i in batch], blocked, timeout_s, block_cpu_s)
             done[0] += len(batch)
             if on_progress:
                 on_progress(done[0], len(items))
@@ -797,8 +798,8 @@ def validate(items: list[dict], blocked: list[str], *, timeout_s: float = 900,
     return in_parallel(len(items), max(1, min(os.cpu_count() or 1, len(items))), run)
 
 
-def _check_process(items: list[dict], blocked: list[str], timeout_s: float) -> list[dict]:
-    request = json.dumps({"items": items, "blocked": blocked, "cpu_s": int(timeout_s), "per_item_s": 30,
+def _check_process(items: list[dict], blocked: list[str], timeout_s: float, block_cpu_s: int) -> list[dict]:
+    request = json.dumps({"items": items, "blocked": blocked, "cpu_s": int(timeout_s), "per_item_s": block_cpu_s,
                           "native_marker": NATIVE_OP})
     try:
         proc = subprocess.run([sys.executable, "-I", "-B", str(BLOCKCHECK)], input=request, capture_output=True,
@@ -811,7 +812,7 @@ def _check_process(items: list[dict], blocked: list[str], timeout_s: float) -> l
         answers = None
     if not isinstance(answers, list) or len(answers) != len(items):
         if len(items) > 1:  # one block took the process down: check each alone to find it
-            return [a for item in items for a in _check_process([item], blocked, timeout_s)]
+            return [a for item in items for a in _check_process([item], blocked, timeout_s, block_cpu_s)]
         return [{"ok": False, "kind": "crashed", "error": f"exit {proc.returncode}: {proc.stderr[-300:]}"}]
     return answers
 

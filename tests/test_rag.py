@@ -125,6 +125,27 @@ def test_definitions_of_other_modules_are_copied_in_dependency_order(store):
     assert code.index("class InvertedResidual") < code.index("BLOCK = InvertedResidual")
 
 
+SWALLOWS_ERRORS = """
+import torch
+
+
+class BLOCK(torch.nn.Module):
+    def forward(self, x):
+        try:
+            while True:  # its own `except Exception` catches whatever interrupts it
+                x = x + 1
+        except Exception:
+            return x
+"""
+
+
+def test_a_block_past_its_cpu_time_is_a_timeout_even_where_it_swallows_the_interruption():
+    answer, = rag.validate([{"code": SWALLOWS_ERRORS, "tries": [{"args": [], "kwargs": {}}]}],
+                           blocked=["torchvision"], block_cpu_s=2)
+    assert answer["ok"] is False and answer["kind"] == "timeout", answer
+    assert 2 <= answer["seconds"] < 30
+
+
 def test_bad_sources_are_refused_with_one_line(tmp_path):
     with pytest.raises(UserError, match="unknown rag source"):
         rag.build(["kornia"], tmp_path)
