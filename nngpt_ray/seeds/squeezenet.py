@@ -1,5 +1,5 @@
 """SqueezeNet-style: fire modules (1x1 squeeze, then parallel 1x1 and 3x3 expand, concatenated), conv classifier."""
-# hyperparameters: {"lr": 0.03, "momentum": 0.9, "batch": 32, "dropout": 0.2}
+# hyperparameters: {"lr": 0.02, "momentum": 0.9, "batch": 16, "dropout": 0.2}
 import torch
 import torch.nn as nn
 
