@@ -114,9 +114,11 @@ def test_minutes_ends_the_run_at_its_deadline(long_config, tmp_path, env):
     assert store.totals()["trained"] >= 1 and any("deadline reached" in e["message"] for e in store.events())
 
 
-def test_a_deployment_whose_replica_cannot_start_is_one_line_naming_the_cause(tmp_path, env):
-    """Not the model (its loader's message is the test above) but the replica itself: here its runtime_env."""
-    proc = subprocess.run([EXE, "run", "--out", str(tmp_path), "--set", 'llm.runtime_env={"conda": "nngpt-no-such-env"}'],
+def test_a_deployment_whose_replica_cannot_start_is_one_line_naming_the_cause(tiny_model, tmp_path, env):
+    """Not the model (its loader's message is the test above) but the replica itself: here its runtime_env.
+    (The tiny model, so that no embedded default is built first: that takes minutes on a slow machine.)"""
+    proc = subprocess.run([EXE, "run", "--out", str(tmp_path), "--set", f"llm.model={tiny_model}",
+                           "--set", 'llm.runtime_env={"conda": "nngpt-no-such-env"}'],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
