@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
+from nngpt_ray.config import SandboxConfig
 from nngpt_ray.corpus import seed_entries
 from nngpt_ray.harness import evaluate
+from nngpt_ray.sandbox.process import ForkServer
 from nngpt_ray.spec import CandidateSpec, Hyperparameters
 
 SEEDS = seed_entries()
@@ -16,10 +20,25 @@ def test_at_least_twelve_families():
     assert all(s.description and s.hyperparameters for s in SEEDS)
 
 
+@pytest.fixture(scope="module")
+def trained(digits, tmp_path_factory) -> dict:
+    """Every seed trained for 3 epochs: two sandboxes side by side (one thread each, as two trainers run),
+    each with its own fork server, half of the seeds each."""
+    sandbox = SandboxConfig(timeout_s=120, scratch_root=tmp_path_factory.mktemp("scratch"))
+
+    def train_half(half: list) -> dict:
+        with ForkServer(f"seeds{id(half)}") as server:
+            return {seed.name: evaluate(CandidateSpec(code=seed.code, hyperparameters=Hyperparameters(
+                **seed.hyperparameters, epochs=3)), digits, sandbox, server=server) for seed in half}
+
+    with ThreadPoolExecutor(2) as pool:
+        halves = pool.map(train_half, [SEEDS[0::2], SEEDS[1::2]])
+    return {name: result for half in halves for name, result in half.items()}
+
+
 @pytest.mark.parametrize("seed", SEEDS, ids=lambda s: s.name)
-def test_seed_trains_on_digits(seed, digits, sandbox_config):
-    spec = CandidateSpec(code=seed.code, hyperparameters=Hyperparameters(**seed.hyperparameters, epochs=3))
-    result = evaluate(spec, digits, sandbox_config)
+def test_seed_trains_on_digits(seed, trained):
+    result = trained[seed.name]
     assert result.failure is None, result.error
     accuracies = [round(e.val_accuracy, 3) for e in result.epochs]
     print(f"SEED {seed.name}: {accuracies} params={result.params}")
