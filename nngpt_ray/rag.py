@@ -25,13 +25,16 @@ import importlib
 import importlib.util
 import inspect
 import json
+import multiprocessing
 import os
 import shutil
 import sqlite3
 import subprocess
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -323,6 +326,14 @@ class Extractor:
 
         node = m.body[idx].visit(Rename())
         return m.wrapper.module.code_for_node(node).strip("\n")
+
+    def parse(self, modules: Iterable[str]) -> None:
+        """Parse these modules now (each once); one without Python source fails later, at its extraction."""
+        for name in dict.fromkeys(modules):
+            try:
+                self._module(name)
+            except ExtractionFailure:
+                pass
 
     def _module(self, name: str) -> _Module:
         if name not in self._modules:
@@ -698,9 +709,10 @@ def build(sources: list[str], out: Path, *, match: str | None = None,
         targets, broken = extractor.targets()
         summary.unimportable.update(broken)  # their classes cannot be targets: said, not dropped
         targets = [t for t in targets if match is None or match in f"{t[0]}.{t[1]}"]
-        on_stage(f"{source}: recording how its model builders construct and call its modules (meta device)")
+        on_stage(f"{source}: recording how its model builders construct and call its modules (meta device)"
+                 " while parsing them")
         wanted = {f"{module}.{name}" for module, name in targets} if match is not None else None
-        usages = rag_usage.observe(source, wanted) if targets else {}
+        usages = _observe_while(source, wanted, lambda: extractor.parse(m for m, _ in targets)) if targets else {}
         on_stage(f"{source}: extracting {len(targets)} targets")
         for module, name in targets:
             target = f"{module}.{name}"
@@ -747,6 +759,19 @@ def build(sources: list[str], out: Path, *, match: str | None = None,
         else:
             summary.failures[row["kind"]] = summary.failures.get(row["kind"], 0) + 1
     return summary
+
+
+def _observe_while(source: str, wanted: set[str] | None, work: Callable[[], None]) -> dict[str, rag_usage.Usage]:
+    """`rag_usage.observe(source, wanted)` in a fresh process while `work` runs here: both take the better
+    part of a minute on one core. Where that process cannot run or dies, it is observed here instead."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        recording = pool.submit(rag_usage.observe, source, wanted)
+        work()
+        try:
+            return recording.result()
+        except BrokenProcessPool:
+            pass
+    return rag_usage.observe(source, wanted)
 
 
 def _extract_with_usage(extractor: Extractor, module: str, name: str,
