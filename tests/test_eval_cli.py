@@ -44,9 +44,9 @@ def test_failures_are_classified(tmp_path, name, old, new, kind, words):
 
 def test_timeout_is_classified(tmp_path):
     path = variant(tmp_path, "forever", "self.train()\n", "self.train()\n        while True:\n            pass\n")
-    out = eval_json(path, "--epochs", "1", "--set", "sandbox.timeout_s=12")
+    out = eval_json(path, "--epochs", "1", "--set", "sandbox.timeout_s=6")
     assert out["failure"] == "timeout"
-    assert "12 s" in out["error"]
+    assert "6 s" in out["error"]
 
 
 def test_human_output_and_progress():

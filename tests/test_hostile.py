@@ -269,7 +269,7 @@ def test_disk_exhaustion(run, server, tmp_path, layers):
     ("signal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True:\n    pass", "import signal"),
 ])
 def test_infinite_loops_and_sleeps(run, server, tmp_path, body, imports):
-    result = run(hostile(body, imports), "process-only", timeout_s=12)
+    result = run(hostile(body, imports), "process-only", timeout_s=6)
     assert result.failure == FailureKind.TIMEOUT
     assert result.duration_s < 30
     assert_no_leftovers(server)
@@ -403,7 +403,7 @@ def test_protections_in_force_are_recorded(run, server, tmp_path):
 def test_wall_clock_kill_does_not_wait_for_sigterm(run, server, tmp_path):
     started = time.monotonic()
     body = "signal.signal(signal.SIGTERM, signal.SIG_IGN)\nimport time\ntime.sleep(600)"
-    result = run(hostile(body, "import signal"), "process-only", timeout_s=10)
+    result = run(hostile(body, "import signal"), "process-only", timeout_s=5)
     assert result.failure == FailureKind.TIMEOUT and time.monotonic() - started < 25  # SIGKILL, not a polite SIGTERM
 
 
