@@ -812,8 +812,8 @@ def validate(items: list[dict], blocked: list[str], *, timeout_s: float = 900, b
 
     def run(indices: list[int]) -> list[dict]:
         answers = []
-        for start in range(0, len(indices), 25):  # a fresh process every 25 blocks bounds leaks and crashes
-            batch = indices[start:start + 25]
+        for start in range(0, len(indices), 50):  # a fresh process every 50 blocks bounds leaks and crashes
+            batch = indices[start:start + 50]
             answers += _check_process([items[i] for i in batch], blocked, timeout_s, block_cpu_s)
             done[0] += len(batch)
             if on_progress:
