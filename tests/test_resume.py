@@ -77,7 +77,7 @@ def kill_chain(ray_session, tiny_model, tmp_path_factory):
         assert proc.returncode == -signal.SIGKILL, f"{kill}: the driver was not killed there\n{proc.stderr[-3000:]}"
         snapshots.append(_snapshot(run_dir / "store.sqlite"))
     generated = snapshots[-1]["generated"]
-    final = subprocess.run([exe, "run", "--resume", str(run_dir), "--set", f"loop.max_candidates={generated + 6}"],
+    final = subprocess.run([exe, "run", "--resume", str(run_dir), "--set", f"loop.max_candidates={generated + 2}"],
                            env=base, capture_output=True, text=True, timeout=600)
     return run_dir, snapshots, steps, final
 
