@@ -45,7 +45,8 @@ def _alarm(signum, frame):
 
 
 def _expired():
-    """Raise TooLong if the block's time ran out, even where its code caught the first TooLong."""
+    """Raise TooLong if the block's time ran out: every handler of `check` calls this first, so TooLong
+    passes through them, and through the block's own handlers that caught it."""
     if EXPIRED[0]:
         raise TooLong()
 
@@ -93,8 +94,6 @@ def check(name, code, tries, torch, native_marker):
     try:
         exec(compile(code, f"{name}.py", "exec"), module.__dict__)
         cls = module.BLOCK
-    except TooLong:
-        raise
     except BaseException as err:
         _expired()
         return {"ok": False, "kind": "import", "error": _text(err)}
@@ -105,8 +104,6 @@ def check(name, code, tries, torch, native_marker):
                         **{k: _value(v, module, torch) for k, v in attempt.get("kwargs", {}).items()})
             model.eval()
             params = sum(p.numel() for p in model.parameters())
-        except TooLong:
-            raise
         except Exception as err:
             _expired()
             errors.append(f"{_brief(attempt)}: {_text(err)}")
@@ -118,8 +115,6 @@ def check(name, code, tries, torch, native_marker):
             try:
                 with torch.no_grad():
                     out = model(*[_value(v, module, torch) for v in encoded])
-            except TooLong:
-                raise
             except Exception as err:
                 _expired()
                 if native_marker in str(err):
