@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from nngpt_ray.config import SandboxConfig
 from nngpt_ray.datasets import prepare
 
 DATA = Path(__file__).parent / "data"
@@ -19,11 +18,6 @@ DATA = Path(__file__).parent / "data"
 @pytest.fixture(scope="session")
 def digits():
     return prepare("digits")
-
-
-@pytest.fixture
-def sandbox_config(tmp_path):
-    return SandboxConfig(timeout_s=120, scratch_root=tmp_path / "scratch")
 
 
 def run_cli(*args: str, timeout: float = 300, cwd: Path | None = None,

@@ -26,13 +26,13 @@ def trained(digits, tmp_path_factory) -> dict:
     each with its own fork server, half of the seeds each."""
     sandbox = SandboxConfig(timeout_s=120, scratch_root=tmp_path_factory.mktemp("scratch"))
 
-    def train_half(half: list) -> dict:
-        with ForkServer(f"seeds{id(half)}") as server:
+    def train_half(owner: str, half: list) -> dict:
+        with ForkServer(owner) as server:
             return {seed.name: evaluate(CandidateSpec(code=seed.code, hyperparameters=Hyperparameters(
                 **seed.hyperparameters, epochs=3)), digits, sandbox, server=server) for seed in half}
 
     with ThreadPoolExecutor(2) as pool:
-        halves = pool.map(train_half, [SEEDS[0::2], SEEDS[1::2]])
+        halves = pool.map(train_half, ["seeds-even", "seeds-odd"], [SEEDS[0::2], SEEDS[1::2]])
     return {name: result for half in halves for name, result in half.items()}
 
 
