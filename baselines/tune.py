@@ -87,7 +87,12 @@ def search(cfg: Config, run: RunDir, method: Method, seed: int, budget: int, spa
                                       stop={"training_iteration": cfg.train.epochs},
                                       checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
                                       failure_config=tune.FailureConfig(max_failures=cfg.trainers.max_retries)))
-    tuner.fit()
+    results = tuner.fit()
+    networks = next((len(d.values) for d in space.dimensions() if d.name == "family"), 1) if every_network else 1
+    if results.num_terminated + results.num_errors < budget * networks:
+        # Tune stops on Ctrl-C or SIGTERM, saves its state and returns: the search is not finished, and its
+        # run must not be marked so (the next `nngpt compare` resumes it with Tuner.restore)
+        raise KeyboardInterrupt
 
 
 def best_point(run: RunDir) -> dict[str, Any] | None:

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -84,6 +88,38 @@ def test_bad_input_exits_2_with_one_line(tmp_path, args, message):
     proc = run_cli("compare", "--out", str(tmp_path), *args, timeout=120)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_an_interrupted_search_is_not_marked_finished_and_the_same_command_resumes_it(ray_session, tmp_path):
+    """Ctrl-C while a search trains: Tune stops and saves its state, the command ends interrupted (exit 130)
+    without marking the run finished, and the same command resumes it (Tuner.restore) to its whole budget."""
+    env = {"RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+    args = ["compare", "--methods", "random", "--budget", "3", "--seeds", "1", "--epochs", "1", "--out", str(tmp_path)]
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("nngpt")), *args], env={**os.environ, **env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = tmp_path / "random-s0"
+    deadline = time.time() + 120
+    while not _candidates(run / "store.sqlite"):  # a trial is training
+        assert time.time() < deadline and proc.poll() is None, "no trial ever started"
+        time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert not (run / "compare.json").exists() and _candidates(run / "store.sqlite") < 3
+    resumed = run_cli(*args, "--json", env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    (result,) = json.loads(resumed.stdout.strip().splitlines()[-1])["methods"]["random"]["runs"]
+    assert result["sent"] == 3 and (run / "compare.json").exists()
+    with Store(run / "store.sqlite", readonly=True) as store:
+        assert store.totals()["trained_twice"] == 0
+
+
+def _candidates(path: Path) -> int:
+    try:
+        with Store(path, readonly=True) as store:
+            return len(store.table("candidates"))
+    except Exception:  # not created yet
+        return 0
 
 
 def test_the_hpo_mode_runs_end_to_end(ray_session, tiny_model, tmp_path):
