@@ -455,11 +455,14 @@ class Controller:
         active = self.adapters.get(self.loop.adapter)
         self._event(f"update v{version} started: {len(examples)} SFT examples, {len(groups)} GRPO groups")
         try:
-            await _ready(self.h.learner)  # a learner that died is being restarted by Ray: wait for it
+            await _ready(self.h.learner)  # still loading its model, or restarted by Ray after dying: wait
             report = await self.h.learner.update.remote(
                 str(self.rundir.adapter(version)), examples=examples, groups=groups,
                 previous=active.path if active else None, sft_from_previous=cfg.continue_adapter)
         except ray.exceptions.RayError as err:
+            if isinstance(err, ray.exceptions.RayActorError) and err.actor_init_failed:  # no retry can help
+                cause = str(err).strip().splitlines()[-1].strip()  # the exception that ended its __init__
+                raise StageError("learner", f"the learner actor could not start: {cause}") from None
             reason = f"learner lost ({type(err).__name__})" if isinstance(err, _UNAVAILABLE) else _cause(err)
             await self._act(self.loop.update_failed(version, reason))
             return

@@ -8,7 +8,9 @@ typed handles. It decides where things run; the controller decides what they do.
     LLM application           Ray Serve, `llm.replicas` replicas
 
 Everything it started is removed again when the `launched()` block ends, however it ends (Ctrl-C
-during start-up included). A part that cannot start ends the run with one line naming it.
+during start-up included). A part that cannot start ends the run with one line naming it: at start-up,
+except the learner, which loads its base model while the first cycle generates and trains (it is first
+needed at the first update, where the controller ends the run the same way if it could not start).
 """
 
 from __future__ import annotations
@@ -140,14 +142,15 @@ def _start(cfg: Config, run: RunDir, h: Handles) -> None:
                              scheduling_strategy="SPREAD", **env).remote(
             plain, f"trainer-{i}", h.run)
         for i in range(cfg.trainers.count)]
-    h.learner = LearnerActor.options(name=actor_name("learner", h.run), num_cpus=cfg.learner.num_cpus,
-                                     num_gpus=cfg.learner.num_gpus, **env).remote(plain, h.run)
     quiet()
     serve.start(proxy_location="Disabled")
     h.serving = True
     h.llm = deploy(cfg, h.app)  # raises UserError with the loader's message if the model cannot load
+    # last, so that it does not slow the start of what the first cycle needs; it is first used at an update
+    h.learner = LearnerActor.options(name=actor_name("learner", h.run), num_cpus=cfg.learner.num_cpus,
+                                     num_gpus=cfg.learner.num_gpus, **env).remote(plain, h.run)
     for stage, actor in [("store", h.store), ("dedup", h.dedup), ("predictor", h.predictor),
-                         ("learner", h.learner), *((f"trainer-{i}", t) for i, t in enumerate(h.trainers))]:
+                         *((f"trainer-{i}", t) for i, t in enumerate(h.trainers))]:
         try:
             ray.get(actor.__ray_ready__.remote())
         except ray.exceptions.RayError as err:

@@ -34,6 +34,7 @@ POINTS = frozenset({
     "controller.trainer_returned",  # the trainer returned, the controller has not recorded it yet
     "controller.recorded",  # the controller recorded the result in the loop
     "controller.advanced",  # a cycle boundary was recorded
+    "learner.loaded",  # the learner loaded its base model (the end of its start-up)
     "learner.trained",  # an update's adapter is written, not yet published under its version
 })
 

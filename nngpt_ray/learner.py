@@ -31,6 +31,7 @@ class Learner:
         self.cfg = cfg
         self.base, self.tokenizer = load_base(cfg.llm.model, cfg.llm.gguf_file, "auto" if cfg.learner.num_gpus else "cpu",
                                               cfg.llm.dtype, cfg.learner.quantization)
+        faults.point("learner.loaded")
 
     def update(self, out_dir: str, *, examples: list[tuple] = (), groups: list[list[dict]] = (),
                previous: str | None = None, sft_from_previous: bool = False) -> AdapterReport:

@@ -74,6 +74,21 @@ def test_sigterm_during_start_up_exits_cleanly(long_config, tmp_path, env):
     assert proc.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
 
 
+def test_a_learner_that_cannot_start_ends_the_run_at_the_first_update(long_config, tmp_path, env):
+    """The learner loads its model while the first candidates generate and train; where it could not start,
+    the first update ends the run with one line naming it, and what was trained is kept."""
+    settings = ["learner.every_k=1", "learner.accept_threshold=0", "train.epochs=1"]  # the first result: an update
+    proc = subprocess.run([EXE, "run", "--config", str(long_config), "--out", str(tmp_path), "--name", "nolearner",
+                           *(arg for s in settings for arg in ("--set", s))],
+                          env=env | {"NNGPT_FAULTS": "learner.loaded=raise"},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    line = next(x for x in proc.stderr.splitlines() if x.startswith("nngpt: error:"))
+    assert line.startswith("nngpt: error: stage learner failed: the learner actor could not start: ") \
+        and line.endswith("InjectedFault: injected fault at learner.loaded"), line
+    assert "Traceback" not in proc.stderr and _trained(tmp_path / "nolearner" / "store.sqlite") >= 1
+
+
 def test_a_model_that_cannot_load_ends_the_run_at_once(tmp_path, env):
     broken = tmp_path / "model"
     broken.mkdir()
