@@ -127,14 +127,16 @@ def _one_shot_answers(cfg: Config, out: Path, task: HpoTask, examples, held: lis
     from nngpt_ray.serve.app import deploy
 
     app = f"nngpt-llm-hpo-{out.name}"
-    serve.start(proxy_location="Disabled")
-    handle = deploy(cfg, app)
     learner = LearnerActor.options(num_cpus=cfg.learner.num_cpus, num_gpus=cfg.learner.num_gpus).remote(
         cfg.model_dump(mode="json"))
     try:
         adapter_dir = out / "adapters" / "hpo-v1"
-        if not (adapter_dir / "adapter_config.json").exists():
-            ray.get(learner.update.remote(str(adapter_dir), examples=examples))
+        update = None if (adapter_dir / "adapter_config.json").exists() else \
+            learner.update.remote(str(adapter_dir), examples=examples)  # trains while the deployment starts
+        serve.start(proxy_location="Disabled")
+        handle = deploy(cfg, app)
+        if update is not None:
+            ray.get(update)
         adapter = {"name": f"{app}-v1", "version": 1, "path": str(adapter_dir)}
         prompts = [task.prompt_for(n) for n in held]
         greedy = {"max_new_tokens": 120, "temperature": 0.0, "stop": list(task.stop)}
