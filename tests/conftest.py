@@ -41,6 +41,59 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.ray)
 
 
+class Background:
+    """A CLI command started as soon as the session starts, at the lowest CPU priority, so that it runs on
+    what other tests leave idle (the loop tests wait on generation much of the time) and slows none of
+    them; the fixture that needs its answer waits for it."""
+
+    def __init__(self, out: Path, *args: str) -> None:
+        self.out, self.args = out, args
+        self.log = (out / "stdout").open("w"), (out / "stderr").open("w")
+        exe = Path(sys.executable).with_name("nngpt")
+        self.proc = subprocess.Popen([str(exe), *args], stdout=self.log[0], stderr=self.log[1],
+                                     env={**os.environ, "COLUMNS": "200"}, preexec_fn=_lowest_priority,
+                                     start_new_session=True)
+
+    def result(self, timeout: float) -> subprocess.CompletedProcess:
+        try:
+            self.proc.wait(timeout=timeout)
+        finally:
+            self.stop()
+        return subprocess.CompletedProcess(self.args, self.proc.returncode, (self.out / "stdout").read_text(),
+                                           (self.out / "stderr").read_text())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, 9)
+            self.proc.wait()
+        for f in self.log:
+            f.close()
+
+
+def _lowest_priority() -> None:
+    """In the child, in its own session: nice 19 for its session's scheduling group as well where the kernel
+    groups by session (autogroup), since a process's own nice only orders it within its group."""
+    os.nice(19)
+    try:
+        Path("/proc/self/autogroup").write_text("19")
+    except OSError:
+        pass
+
+
+@pytest.fixture(scope="session", autouse=True)
+def rag_build(request, tmp_path_factory):
+    """`nngpt rag build --sources torchvision` (minutes of CPU), started with the session when a selected
+    test of test_rag.py needs its block store."""
+    if not any(item.path.name == "test_rag.py" and "store" in getattr(item, "fixturenames", ())
+               for item in request.session.items):
+        yield None
+        return
+    out = tmp_path_factory.mktemp("rag")
+    build = Background(out, "rag", "build", "--sources", "torchvision", "--out", str(out / "store"), "--json")
+    yield build
+    build.stop()
+
+
 def free_port() -> int:
     import socket
 

@@ -18,12 +18,12 @@ TORCHVISION_IMPORT = re.compile(r"^\s*(import|from)\s+torchvision\b", re.M)
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """The whole of torchvision, as `nngpt rag build --sources torchvision --json` does it."""
-    out = tmp_path_factory.mktemp("rag")
-    proc = run_cli("rag", "build", "--sources", "torchvision", "--out", str(out), "--json", timeout=1200)
+def store(rag_build):
+    """The whole of torchvision, as `nngpt rag build --sources torchvision --json` does it (started with the
+    session, conftest.rag_build)."""
+    proc = rag_build.result(timeout=1200)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return out, json.loads(proc.stdout.strip().splitlines()[-1])
+    return rag_build.out / "store", json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def test_every_module_class_is_a_target_and_every_target_is_accounted_for(store):
