@@ -35,7 +35,7 @@ cfg = Config.model_validate({
     "train": {"epochs": 2},
     "trainers": {"count": 2, "num_cpus": 0.5, "resources": {"trainer_slot": 1}, "max_retries": 2},
     "learner": {"every_k": 2, "accept_threshold": 0.3, "epochs": 2, "batch_size": 4, "gate_prompts": 0},
-    "loop": {"cycles": 2, "candidates_per_cycle": 6, "queue_size": 2},
+    "loop": {"cycles": 1, "candidates_per_cycle": 6, "queue_size": 2},
     "ray": {"address": cluster.address},
 })
 run = RunDir.new(cfg.run.out_dir, cfg.run.name)
