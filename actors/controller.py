@@ -27,7 +27,7 @@ from ray.serve.exceptions import DeploymentUnavailableError
 
 from nngpt_ray import faults, outcomes
 from nngpt_ray.actors import metrics
-from nngpt_ray.actors.launcher import Handles, _cause
+from nngpt_ray.actors.launcher import Handles, _cause, not_started
 from nngpt_ray.config import Config
 from nngpt_ray.bootstrap import replay_examples
 from nngpt_ray.corpus import CorpusEntry, family_of, seed_entries, stored_entries
@@ -461,8 +461,7 @@ class Controller:
                 previous=active.path if active else None, sft_from_previous=cfg.continue_adapter)
         except ray.exceptions.RayError as err:
             if isinstance(err, ray.exceptions.RayActorError) and err.actor_init_failed:  # no retry can help
-                cause = str(err).strip().splitlines()[-1].strip()  # the exception that ended its __init__
-                raise StageError("learner", f"the learner actor could not start: {cause}") from None
+                raise StageError("learner", not_started("learner", err)) from None
             reason = f"learner lost ({type(err).__name__})" if isinstance(err, _UNAVAILABLE) else _cause(err)
             await self._act(self.loop.update_failed(version, reason))
             return

@@ -154,7 +154,7 @@ def _start(cfg: Config, run: RunDir, h: Handles) -> None:
         try:
             ray.get(actor.__ray_ready__.remote())
         except ray.exceptions.RayError as err:
-            raise UserError(f"the {stage} actor could not start: {_cause(err)}") from None
+            raise UserError(not_started(stage, err)) from None
 
 
 def shutdown(h: Handles) -> None:
@@ -172,8 +172,16 @@ def shutdown(h: Handles) -> None:
             ray.kill(actor, no_restart=True)
 
 
+def not_started(stage: str, err: BaseException) -> str:
+    """The line that ends a run whose `stage` actor could not be created (at start-up, or the learner at
+    its first update)."""
+    return f"the {stage} actor could not start: {_cause(err)}"
+
+
 def _cause(err: BaseException) -> str:
     """The one line that says what went wrong inside a Ray error (the innermost exception's message)."""
+    if isinstance(err, ray.exceptions.RayActorError) and err.actor_init_failed:
+        return str(err).strip().splitlines()[-1].strip()  # its message ends in what the actor's __init__ raised
     cause = getattr(err, "cause", None) or getattr(err, "__cause__", None)
     if isinstance(cause, BaseException) and cause is not err:
         return _cause(cause)
