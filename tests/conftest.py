@@ -13,6 +13,7 @@ import pytest
 from nngpt_ray.datasets import prepare
 
 DATA = Path(__file__).parent / "data"
+NNGPT = Path(sys.executable).with_name("nngpt")  # the installed entry point, as a user runs it
 
 
 @pytest.fixture(scope="session")
@@ -23,8 +24,7 @@ def digits():
 def run_cli(*args: str, timeout: float = 300, cwd: Path | None = None,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the installed `nngpt` entry point exactly as a user would (`env`: variables to add)."""
-    exe = Path(sys.executable).with_name("nngpt")
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout, cwd=cwd,
+    return subprocess.run([str(NNGPT), *args], capture_output=True, text=True, timeout=timeout, cwd=cwd,
                           env={**os.environ, "COLUMNS": "200", **(env or {})})
 
 
@@ -33,6 +33,17 @@ def eval_json(path: Path, *args: str, timeout: float = 300) -> dict:
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def store_count(path: Path, count) -> int:
+    """`count(store)` of the run store at `path`, read while a run may be writing it; 0 before it exists."""
+    from nngpt_ray.store import Store
+
+    try:
+        with Store(path, readonly=True) as store:
+            return count(store)
+    except Exception:  # not created yet
+        return 0
 
 
 def pytest_collection_modifyitems(items):
@@ -49,8 +60,7 @@ class Background:
     def __init__(self, out: Path, *args: str) -> None:
         self.out, self.args = out, args
         self.log = (out / "stdout").open("w"), (out / "stderr").open("w")
-        exe = Path(sys.executable).with_name("nngpt")
-        self.proc = subprocess.Popen([str(exe), *args], stdout=self.log[0], stderr=self.log[1],
+        self.proc = subprocess.Popen([str(NNGPT), *args], stdout=self.log[0], stderr=self.log[1],
                                      env={**os.environ, "COLUMNS": "200"}, preexec_fn=_lowest_priority,
                                      start_new_session=True)
 

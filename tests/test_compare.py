@@ -7,13 +7,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, tiny_loop_settings
+from conftest import NNGPT, run_cli, store_count, tiny_loop_settings
 from nngpt_ray.config import Config
 from nngpt_ray.sandbox.process import MARKER_VAR
 from nngpt_ray.store import Store
@@ -95,7 +94,7 @@ def test_an_interrupted_search_is_not_marked_finished_and_the_same_command_resum
     without marking the run finished, and the same command resumes it (Tuner.restore) to its whole budget."""
     env = {"RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
     args = ["compare", "--methods", "random", "--budget", "3", "--seeds", "1", "--epochs", "1", "--out", str(tmp_path)]
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("nngpt")), *args], env={**os.environ, **env},
+    proc = subprocess.Popen([str(NNGPT), *args], env={**os.environ, **env},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run = tmp_path / "random-s0"
     deadline = time.time() + 120
@@ -115,11 +114,7 @@ def test_an_interrupted_search_is_not_marked_finished_and_the_same_command_resum
 
 
 def _candidates(path: Path) -> int:
-    try:
-        with Store(path, readonly=True) as store:
-            return len(store.table("candidates"))
-    except Exception:  # not created yet
-        return 0
+    return store_count(path, lambda store: len(store.table("candidates")))
 
 
 def test_the_hpo_mode_runs_end_to_end(ray_session, tiny_model, tmp_path):

@@ -8,12 +8,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, tiny_loop_settings
+from conftest import NNGPT, run_cli, tiny_loop_settings
 from nngpt_ray.config import Config
 from nngpt_ray.source import code_hash
 from nngpt_ray.store import Store
@@ -64,7 +63,7 @@ def kill_chain(ray_session, tiny_model, tmp_path_factory):
     })
     config = out / "config.yaml"
     config.write_text(cfg.to_yaml())
-    exe = str(Path(sys.executable).with_name("nngpt"))
+    exe = str(NNGPT)
     run_dir = out / "resume"
     base = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address, "COLUMNS": "200"}
     snapshots, steps = [], []

@@ -6,18 +6,17 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, tiny_loop_settings
+from conftest import NNGPT, run_cli, store_count, tiny_loop_settings
 from nngpt_ray.config import Config, load_config
 from nngpt_ray.failures import ConfigError
 from nngpt_ray.store import Store
 
-EXE = str(Path(sys.executable).with_name("nngpt"))
+EXE = str(NNGPT)
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +36,7 @@ def env(ray_session) -> dict:
 
 
 def _trained(store_path: Path) -> int:
-    try:
-        store = Store(store_path, readonly=True)
-        n = store.totals()["trained"]
-        store.close()
-        return n
-    except Exception:
-        return 0
+    return store_count(store_path, lambda store: store.totals()["trained"])
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
