@@ -14,6 +14,7 @@ stops the engine between tokens instead of running to the end.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import threading
 import time
@@ -28,10 +29,10 @@ DEPLOYMENT = "llm"
 
 @serve.deployment(name=DEPLOYMENT, max_ongoing_requests=4, health_check_period_s=10)
 class LLMServer:
-    def __init__(self, engine: str, options: dict[str, Any], run: str = "") -> None:
+    def __init__(self, engine: str, options: dict[str, Any], run: str = "", spec: str = "") -> None:
         from nngpt_ray.failures import UserError
 
-        self.started, self.run = time.time(), run
+        self.started, self.run, self.spec = time.time(), run, spec
         self.engine, self.error = None, None
         try:
             self.engine = make_engine(engine, **options)
@@ -41,7 +42,7 @@ class LLMServer:
             self.error = f"cannot start the {engine} engine: {type(err).__name__}: {' '.join(str(err).split())[:400]}"
 
     def status(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "error": self.error, "started": self.started,
+        return {"pid": os.getpid(), "error": self.error, "started": self.started, "spec": self.spec,
                 "adapters": self.engine.loaded_adapters() if self.engine else []}
 
     async def generate(self, payloads: list[dict], sampling: dict, adapter: dict | None) -> dict[str, Any]:
@@ -87,7 +88,12 @@ def quiet() -> None:
 
 def deploy(cfg, app_name: str):
     """Start (or replace) the LLM application for a run and return its handle. Raises UserError with the
-    loader's message if the model cannot be loaded."""
+    loader's message if the model cannot be loaded.
+
+    A healthy application of the same name deployed with the same settings is kept as it is: it is what a
+    driver killed without its cleanup (SIGKILL, a lost head node process) left behind, and `--resume` then
+    does not wait for the model to load again. Its cached adapters are safe to keep: a version is loaded only
+    after the store recorded it, and the loop never makes a recorded version again."""
     from nngpt_ray.failures import UserError
 
     quiet()
@@ -104,8 +110,13 @@ def deploy(cfg, app_name: str):
                      + [{"GPU": llm.num_gpus}] * (llm.tensor_parallel - 1), "placement_group_strategy": "STRICT_PACK"}
     if llm.runtime_env:
         actor_options["runtime_env"] = llm.runtime_env
+    spec = json.dumps({"engine": llm.engine, "options": options, "replicas": llm.replicas,
+                       "actor": actor_options, "placement": placement}, sort_keys=True, default=str)
+    kept = _running(app_name, spec)
+    if kept is not None:
+        return kept
     app = LLMServer.options(num_replicas=llm.replicas, ray_actor_options=actor_options, **placement).bind(
-        llm.engine, options, app_name.removeprefix("nngpt-llm-"))
+        llm.engine, options, app_name.removeprefix("nngpt-llm-"), spec)
     try:
         handle = serve.run(app, name=app_name, route_prefix=None)
     except RuntimeError as err:  # the replica could not even be built (a runtime_env, an image without the package)
@@ -114,6 +125,21 @@ def deploy(cfg, app_name: str):
     if error:
         raise UserError(error)
     return handle
+
+
+def _running(app_name: str, spec: str):
+    """The handle of `app_name` if it is running, healthy and deployed with `spec`; None otherwise."""
+    from ray.serve.schema import ApplicationStatus
+
+    try:
+        app = serve.status().applications.get(app_name)
+        if app is None or app.status != ApplicationStatus.RUNNING:
+            return None
+        handle = serve.get_app_handle(app_name)
+        status = handle.status.remote().result(timeout_s=30)
+    except Exception:  # noqa: BLE001 - anything odd about the old application: replace it
+        return None
+    return handle if status.get("spec") == spec and not status.get("error") else None
 
 
 def _deploy_failure(app_name: str) -> str | None:

@@ -96,3 +96,18 @@ def test_a_cancelled_request_stops_generating(llm_setup):
     short = handle.generate.remote([prompt], {"max_new_tokens": 4, "temperature": 0.0, "stop": []}, None).result()
     waited = time.monotonic() - started
     assert len(short["texts"]) == 1 and short["tokens"] == 4 and waited < long_s / 3, (waited, long_s)
+
+
+def test_a_running_deployment_with_the_same_settings_is_kept_and_other_settings_replace_it(llm_setup):
+    """What `--resume` after a SIGKILLed driver relies on: deploying the run's application again keeps the
+    replica that is still serving (no model load, its adapters kept); different settings replace it."""
+    from nngpt_ray.serve.app import deploy
+
+    cfg, handle, _ = llm_setup
+    before = handle.status.remote().result()
+    kept = deploy(cfg, "nngpt-llm-test").status.remote().result()
+    assert kept["pid"] == before["pid"] and kept["started"] == before["started"]
+    assert kept["adapters"] == before["adapters"]
+    changed = cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"threads": 2})})
+    replaced = deploy(changed, "nngpt-llm-test").status.remote().result()
+    assert replaced["started"] > before["started"] and not replaced["adapters"]

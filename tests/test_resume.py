@@ -50,6 +50,15 @@ def _snapshot(store_path: Path) -> dict:
     return snap
 
 
+def _replica_started(app: str) -> float | None:
+    """When the LLM replica serving `app` started (None: the application is gone)."""
+    from ray import serve
+
+    if app not in serve.status().applications:
+        return None
+    return serve.get_app_handle(app).status.remote().result(timeout_s=60)["started"]
+
+
 @pytest.fixture(scope="module")
 def kill_chain(ray_session, tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("resume")
@@ -74,7 +83,7 @@ def kill_chain(ray_session, tiny_model, tmp_path_factory):
         proc = subprocess.run([exe, *args], env=env, capture_output=True, text=True, timeout=600)
         steps.append((kill, proc))
         assert proc.returncode == -signal.SIGKILL, f"{kill}: the driver was not killed there\n{proc.stderr[-3000:]}"
-        snapshots.append(_snapshot(run_dir / "store.sqlite"))
+        snapshots.append(_snapshot(run_dir / "store.sqlite") | {"replica": _replica_started("nngpt-llm-resume")})
     generated = snapshots[-1]["generated"]
     final = subprocess.run([exe, "run", "--resume", str(run_dir), "--set", f"loop.max_candidates={generated + 2}"],
                            env=base, capture_output=True, text=True, timeout=600)
@@ -86,6 +95,13 @@ def test_every_kill_landed_and_the_last_resume_completes(kill_chain):
     assert final.returncode == 0, final.stderr[-3000:]
     assert "Traceback" not in final.stderr
     assert [kill for kill, _ in steps] == KILLS
+
+
+def test_each_resume_kept_the_replica_the_killed_driver_left_and_the_end_removed_it(kill_chain):
+    _, snapshots, _, _ = kill_chain
+    started = [s["replica"] for s in snapshots]
+    assert started[0] is not None and started == [started[0]] * len(KILLS)  # no model load after the first
+    assert _replica_started("nngpt-llm-resume") is None
 
 
 def test_no_recorded_result_is_lost_or_changed_by_any_kill(kill_chain):
