@@ -108,7 +108,7 @@ def compare_hpo(cfg: Config, out: Path, *, held_out: int = 6, per_network: int =
                        code=seed.code)
             mark_finished(tpe)
         with Store(tpe.store, readonly=True) as store:
-            curve = comparison.read_run(store, "tpe", cfg.run.seed).curve
+            curve = comparison.read_run(store, "tpe", cfg.run.seed).curve_sent
         for k in TPE_AT:
             row[f"tpe_{k}"] = curve[min(k, len(curve)) - 1] if curve else 0.0
         row["tpe_all"] = curve[-1] if curve else 0.0

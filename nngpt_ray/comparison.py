@@ -6,8 +6,9 @@ trainer*, whether it then trains or fails there (the LLM's broken networks cost 
 Tune trial that fails does). Per run:
 
 - best: the best validation accuracy of a trained candidate; top5_mean: the mean of the five best;
-- curve: the best-so-far after each candidate sent to a trainer, in the order they finished (a failed
-  one adds a point and changes nothing: the x axis is the budget);
+- curve: the best-so-far after each *trained* candidate, in the order they finished (as many points as
+  `trained`); curve_sent: the best-so-far after each candidate *sent* (a failed one adds a point and
+  changes nothing: its x axis is the budget, so `to_95` and TPE@k count on it);
 - trainer_seconds: sandboxed training time of all of them; llm_seconds: the LLM's own generation time
   (its extra cost, zero for the searchers); test_accuracy: the run's best network retrained once and
   scored on the test split, the only number here not from the validation split.
@@ -40,6 +41,7 @@ class RunResult:
     llm_seconds: float
     llm_tokens: int
     curve: list[float]
+    curve_sent: list[float]
     test_accuracy: float | None
 
 
@@ -51,19 +53,21 @@ def read_run(store: Store, method: str, seed: int) -> RunResult:
     rows = store.db.execute(
         f"SELECT status, best_accuracy, duration_s, finished FROM candidates WHERE code IS NOT NULL AND "
         f"{outcomes.sql_sent_to_training()} AND stage='finished' ORDER BY finished, id").fetchall()
-    curve, best_so_far, accuracies = [], 0.0, []
+    curve, curve_sent, best_so_far, accuracies = [], [], 0.0, []
     for status, best, _, _ in rows:
         if outcomes.is_trained(status) and best is not None:
             accuracies.append(best)
             best_so_far = max(best_so_far, best)
-        curve.append(best_so_far)
+            curve.append(best_so_far)
+        curve_sent.append(best_so_far)
     top = sorted(accuracies, reverse=True)
     llm = store.db.execute("SELECT COALESCE(SUM(seconds), 0), COALESCE(SUM(tokens), 0) FROM generations").fetchone()
     tests = [t["accuracy"] for t in store.tests() if t["accuracy"] is not None]
     return RunResult(method=method, seed=seed, best=top[0] if top else None,
                      top5_mean=statistics.fmean(top[:5]) if top else None, sent=len(rows), trained=len(accuracies),
                      trainer_seconds=round(sum(r[2] or 0.0 for r in rows), 1), llm_seconds=round(llm[0], 1),
-                     llm_tokens=int(llm[1]), curve=curve, test_accuracy=tests[0] if tests else None)
+                     llm_tokens=int(llm[1]), curve=curve, curve_sent=curve_sent,
+                     test_accuracy=tests[0] if tests else None)
 
 
 def summarize(runs: list[RunResult], dataset: str, budget: int, epochs: int) -> dict[str, Any]:
@@ -73,7 +77,7 @@ def summarize(runs: list[RunResult], dataset: str, budget: int, epochs: int) -> 
     for method in dict.fromkeys(r.method for r in runs):
         mine = sorted((r for r in runs if r.method == method), key=lambda r: r.seed)
         bests = [r.best for r in mine if r.best is not None]
-        reach = [to_reach(r.curve, 0.95 * overall) if overall else None for r in mine]
+        reach = [to_reach(r.curve_sent, 0.95 * overall) if overall else None for r in mine]
         methods[method] = {
             "runs": [asdict(r) | {"to_95": n} for r, n in zip(mine, reach, strict=True)],
             "best_mean": _round(statistics.fmean(bests)) if bests else None,
@@ -112,30 +116,35 @@ def table(summary: dict[str, Any]):
 
 
 def plot(summary: dict[str, Any], path: Path) -> Path:
-    """Best-so-far validation accuracy against candidates sent to a trainer: one line per method (the mean
-    over seeds), shaded between the seeds' lowest and highest."""
+    """Best-so-far validation accuracy, one line per method (the mean over seeds, shaded between the seeds'
+    lowest and highest): on the left against trained candidates, on the right against candidates sent to a
+    trainer (the budget, failures included). A seed that trained fewer candidates holds its last value."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-    for method, m in summary["methods"].items():
-        curves = [r["curve"] for r in m["runs"] if r["curve"]]
-        if not curves:
-            continue
-        n = max(len(c) for c in curves)
-        padded = [c + [c[-1]] * (n - len(c)) for c in curves]
-        xs = list(range(1, n + 1))
-        mean = [statistics.fmean(col) for col in zip(*padded, strict=True)]
-        ax.plot(xs, mean, label=f"{method} (best {_pct(m['best_mean'])})", linewidth=2)
-        ax.fill_between(xs, [min(col) for col in zip(*padded, strict=True)],
-                        [max(col) for col in zip(*padded, strict=True)], alpha=0.2)
-    ax.set_xlabel("candidates sent to a trainer")
-    ax.set_ylabel("best validation accuracy so far")
-    ax.set_title(f"{summary['dataset']}, {summary['epochs']} epochs, budget {summary['budget']}")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120, sharey=True)
+    for ax, key, label in ((axes[0], "curve", "trained candidates"),
+                           (axes[1], "curve_sent", "candidates sent to a trainer (the budget)")):
+        for i, (method, m) in enumerate(summary["methods"].items()):
+            curves = [r[key] for r in m["runs"] if r[key]]
+            if not curves:
+                continue
+            n = max(len(c) for c in curves)
+            padded = [c + [c[-1]] * (n - len(c)) for c in curves]
+            xs = list(range(1, n + 1))
+            columns = list(zip(*padded, strict=True))
+            ax.plot(xs, [statistics.fmean(col) for col in columns], color=f"C{i}", linewidth=2,
+                    label=f"{method} (best {_pct(m['best_mean'])})")
+            ax.fill_between(xs, [min(col) for col in columns], [max(col) for col in columns], color=f"C{i}",
+                            alpha=0.2)
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+    axes[0].set_ylabel("best validation accuracy so far")
+    fig.suptitle(f"{summary['dataset']}, {summary['epochs']} epochs, budget {summary['budget']}, "
+                 f"{len(next(iter(summary['methods'].values()))['runs'])} seeds")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

@@ -40,8 +40,10 @@ def test_the_summary_has_the_documented_shape(comparison):
         assert {"runs", "best_mean", "best_std"} <= set(m)
         (run,) = m["runs"]
         assert {"seed", "best", "top5_mean", "trained", "trainer_seconds", "curve"} <= set(run)
-        assert run["seed"] == 0 and run["sent"] == BUDGET == len(run["curve"])  # equal budget, every method
-        assert run["curve"] == sorted(run["curve"]) and run["curve"][-1] == (run["best"] or 0.0)
+        assert run["seed"] == 0 and run["sent"] == BUDGET == len(run["curve_sent"])  # equal budget, every method
+        assert len(run["curve"]) == run["trained"] and run["curve"] == sorted(run["curve"])
+        assert run["curve_sent"] == sorted(run["curve_sent"]) and run["curve_sent"][-1] == (run["best"] or 0.0)
+        assert run["curve"][-1:] == ([run["best"]] if run["trained"] else [])
         assert 0 <= run["trained"] <= BUDGET and run["trainer_seconds"] > 0
         assert (run["llm_seconds"] > 0) == (method == "llm")  # only the LLM pays for generation
 
