@@ -18,6 +18,7 @@ import json
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from ray import serve
@@ -98,20 +99,7 @@ def deploy(cfg, app_name: str):
 
     quiet()
     llm = cfg.llm
-    options: dict[str, Any] = {"model": llm.model, "gguf_file": llm.gguf_file, "device": llm.device,
-                               "dtype": llm.dtype, "threads": llm.threads}
-    if llm.engine == "vllm":
-        options.update(tensor_parallel=llm.tensor_parallel, max_lora_rank=llm.max_lora_rank,
-                       max_model_len=llm.max_model_len)
-    actor_options: dict[str, Any] = {"num_cpus": llm.num_cpus, "num_gpus": llm.num_gpus}
-    placement: dict[str, Any] = {}
-    if llm.tensor_parallel > 1:  # the replica holds the first GPU; vLLM's workers use the group's other bundles
-        placement = {"placement_group_bundles": [{"CPU": llm.num_cpus, "GPU": llm.num_gpus}]
-                     + [{"GPU": llm.num_gpus}] * (llm.tensor_parallel - 1), "placement_group_strategy": "STRICT_PACK"}
-    if llm.runtime_env:
-        actor_options["runtime_env"] = llm.runtime_env
-    spec = json.dumps({"engine": llm.engine, "options": options, "replicas": llm.replicas,
-                       "actor": actor_options, "placement": placement}, sort_keys=True, default=str)
+    spec, options, actor_options, placement = _settings(cfg)
     kept = _running(app_name, spec)
     if kept is not None:
         return kept
@@ -125,6 +113,38 @@ def deploy(cfg, app_name: str):
     if error:
         raise UserError(error)
     return handle
+
+
+def _settings(cfg) -> tuple[str, dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The deployment's engine options, actor options and placement, and `spec`: their fingerprint, with the
+    model files' sizes and modification times (weights replaced at the same path are other settings)."""
+    llm = cfg.llm
+    options: dict[str, Any] = {"model": llm.model, "gguf_file": llm.gguf_file, "device": llm.device,
+                               "dtype": llm.dtype, "threads": llm.threads}
+    if llm.engine == "vllm":
+        options.update(tensor_parallel=llm.tensor_parallel, max_lora_rank=llm.max_lora_rank,
+                       max_model_len=llm.max_model_len)
+    actor_options: dict[str, Any] = {"num_cpus": llm.num_cpus, "num_gpus": llm.num_gpus}
+    placement: dict[str, Any] = {}
+    if llm.tensor_parallel > 1:  # the replica holds the first GPU; vLLM's workers use the group's other bundles
+        placement = {"placement_group_bundles": [{"CPU": llm.num_cpus, "GPU": llm.num_gpus}]
+                     + [{"GPU": llm.num_gpus}] * (llm.tensor_parallel - 1), "placement_group_strategy": "STRICT_PACK"}
+    if llm.runtime_env:
+        actor_options["runtime_env"] = llm.runtime_env
+    spec = json.dumps({"engine": llm.engine, "options": options, "replicas": llm.replicas, "actor": actor_options,
+                       "placement": placement, "files": _files_stamp(llm.model)}, sort_keys=True, default=str)
+    return spec, options, actor_options, placement
+
+
+def _files_stamp(model: str) -> list[int] | None:
+    """Total size and latest modification time (ns) of the files at a local model path; None for a name
+    that is not a local path (a hub id, resolved by the replica)."""
+    path = Path(model)
+    if not path.exists():
+        return None
+    files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
+    stats = [f.stat() for f in files]
+    return [sum(st.st_size for st in stats), max((st.st_mtime_ns for st in stats), default=0)]
 
 
 def _running(app_name: str, spec: str):

@@ -111,3 +111,26 @@ def test_a_running_deployment_with_the_same_settings_is_kept_and_other_settings_
     changed = cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"threads": 2})})
     replaced = deploy(changed, "nngpt-llm-test").status.remote().result()
     assert replaced["started"] > before["started"] and not replaced["adapters"]
+
+
+def test_weights_replaced_at_the_same_path_are_other_settings(tmp_path):
+    """A resume must not keep a replica serving the old weights of a model whose files were replaced in
+    place: the settings' fingerprint includes the files' sizes and modification times."""
+    import os
+
+    from nngpt_ray.serve.app import _settings
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"0" * 64)
+    cfg = Config.model_validate({"llm": {"model": str(model)}})
+    first = _settings(cfg)[0]
+    assert _settings(cfg)[0] == first  # nothing changed: the same settings
+    os.utime(model / "model.safetensors", ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert _settings(cfg)[0] != first
+    again = _settings(cfg)[0]
+    (model / "model.safetensors").write_bytes(b"1" * 65)
+    assert _settings(cfg)[0] != again
+    hub = cfg.model_copy(update={"llm": cfg.llm.model_copy(update={"model": "Qwen/not-a-local-path"})})
+    assert '"files": null' in _settings(hub)[0]
