@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from nngpt_ray import signals
 from nngpt_ray.config import Config
 from nngpt_ray.report import status
 from nngpt_ray.rundir import RunDir
@@ -38,7 +39,7 @@ def execute(cfg: Config, run: RunDir, *, on_tick=None, console=None) -> Outcome:
     say = console.print if console is not None else print
     started = time.monotonic()
     ended, error, controller = "interrupted", None, None
-    with _sigterm_interrupts():
+    with _stop_requests():
         try:
             cfg.preflight()
             if cfg.llm.model is None:
@@ -47,13 +48,15 @@ def execute(cfg: Config, run: RunDir, *, on_tick=None, console=None) -> Outcome:
             run.prepare_store(cfg)
             say("starting Ray ..." if not cfg.ray.address else f"joining Ray at {cfg.ray.address} ...")
             init_ray(cfg)
-            signal.signal(signal.SIGTERM, _raise_interrupt)  # ray.init installed its own
+            signals.install()  # ray.init installed its own
+            signals.check()
             with launched(cfg, run) as handles:
 
                 async def drive() -> str:
                     nonlocal controller
                     controller = Controller(cfg, run, handles)
                     _interrupt_on_signals(controller)
+                    signals.check()  # a request whose KeyboardInterrupt was swallowed while the actors started
                     deadline = None if cfg.loop.max_minutes is None else \
                         cfg.loop.max_minutes * 60 - (time.monotonic() - started)
                     return await controller.run(deadline_s=deadline, on_tick=on_tick)
@@ -105,18 +108,17 @@ def summarize(run: RunDir, controller, ended: str, wall: float) -> dict[str, Any
     return out
 
 
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 @contextlib.contextmanager
-def _sigterm_interrupts():
-    """SIGTERM raises KeyboardInterrupt (as Ctrl-C does) while the run starts and ends."""
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+def _stop_requests():
+    """Ctrl-C and SIGTERM raise KeyboardInterrupt while the run starts and ends (the handlers it found are
+    put back after it)."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signals.install()
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _interrupt_on_signals(controller) -> None:
@@ -127,8 +129,7 @@ def _interrupt_on_signals(controller) -> None:
     def first(signum: int) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, _raise_interrupt)
+        signals.install()
         controller.interrupt()
 
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 from pathlib import Path
 
 from rich.console import Console
 
+from nngpt_ray import signals
 from nngpt_ray.failures import UserError
 
 err_console = Console(stderr=True, highlight=False)
@@ -17,7 +17,7 @@ out_console = Console(highlight=False)
 
 
 def main(argv: list[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop request is a Ctrl-C, from the first moment
+    signals.install()  # a scheduler's stop request is a Ctrl-C, from the first moment
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
@@ -31,10 +31,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("nngpt: interrupted")
         return 130
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 def _parser() -> argparse.ArgumentParser:
