@@ -9,7 +9,6 @@ without waiting for the clean-up. A stage that fails beyond its retries ends the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import signal
 import time
@@ -39,7 +38,7 @@ def execute(cfg: Config, run: RunDir, *, on_tick=None, console=None) -> Outcome:
     say = console.print if console is not None else print
     started = time.monotonic()
     ended, error, controller = "interrupted", None, None
-    with _stop_requests():
+    with signals.installed():  # Ctrl-C and SIGTERM raise KeyboardInterrupt while the run starts and ends
         try:
             cfg.preflight()
             if cfg.llm.model is None:
@@ -106,19 +105,6 @@ def summarize(run: RunDir, controller, ended: str, wall: float) -> dict[str, Any
                   "trainer_busy_fraction": controller.busy_fraction() if controller else None,
                   "adapters_applied": adapters, "events": controller.events if controller else []}
     return out
-
-
-@contextlib.contextmanager
-def _stop_requests():
-    """Ctrl-C and SIGTERM raise KeyboardInterrupt while the run starts and ends (the handlers it found are
-    put back after it)."""
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    signals.install()
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _interrupt_on_signals(controller) -> None:

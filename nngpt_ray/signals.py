@@ -9,8 +9,10 @@ printed either (it is the request, not an error); any other unraisable exception
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
+from collections.abc import Iterator
 
 _requested = False
 
@@ -26,6 +28,23 @@ def install() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, interrupt)
     sys.unraisablehook = _unraisable
+
+
+@contextlib.contextmanager
+def installed() -> Iterator[None]:
+    """The handlers for the length of a block (a run), then the ones found before it, put back. A request
+    made during the block was its to handle: it is not left pending for a later block in the same process
+    (a second run from the Python API)."""
+    global _requested
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}, sys.unraisablehook
+    install()
+    try:
+        yield
+    finally:
+        for sig, handler in previous[0].items():
+            signal.signal(sig, handler)
+        sys.unraisablehook = previous[1]
+        _requested = False
 
 
 def _unraisable(info) -> None:

@@ -109,6 +109,19 @@ def test_a_stop_request_whose_interrupt_was_swallowed_still_stops_at_the_next_ch
     assert proc.stderr == ""  # and not printed as an error: it is the stop request
 
 
+def test_a_run_handles_its_own_stop_request_and_puts_the_handlers_back():
+    """`execute()` called twice in one process (the Python API): a stop request the first run handled does
+    not stop the second at once, and the process's own handlers are back between runs."""
+    from nngpt_ray import signals
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM), sys.unraisablehook
+    with pytest.raises(KeyboardInterrupt), signals.installed():
+        signal.raise_signal(signal.SIGTERM)  # the request, handled by this block
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM), sys.unraisablehook) == before
+    assert not signals.requested()
+    signals.check()  # nothing pending
+
+
 def test_a_learner_that_cannot_start_ends_the_run_at_the_first_update(long_config, tmp_path, env):
     """The learner loads its model while the first candidates generate and train; where it could not start,
     the first update ends the run with one line naming it, and what was trained is kept."""
