@@ -99,7 +99,7 @@ def table(summary: dict[str, Any]):
     from rich.table import Table
 
     t = Table(title=f"{summary['dataset']}: budget {summary['budget']} candidates, {summary['epochs']} epochs, "
-                    f"{len(next(iter(summary['methods'].values()))['runs'])} seeds", box=box.SIMPLE_HEAD)
+                    f"{_seeds(summary)} seeds", box=box.SIMPLE_HEAD)
     for name in ("method", "best (mean ± sd)", "top-5 mean", "to 95% of best", "trainer-s", "LLM-s", "test acc"):
         t.add_column(name, justify="right")
     for method, m in summary["methods"].items():
@@ -144,7 +144,7 @@ def plot(summary: dict[str, Any], path: Path) -> Path:
         ax.legend(loc="lower right")
     axes[0].set_ylabel("best validation accuracy so far")
     fig.suptitle(f"{summary['dataset']}, {summary['epochs']} epochs, budget {summary['budget']}, "
-                 f"{len(next(iter(summary['methods'].values()))['runs'])} seeds")
+                 f"{_seeds(summary)} seeds")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -192,6 +192,11 @@ def hpo_table(summary: dict[str, Any]):
 
 def save(summary: dict[str, Any], path: Path) -> None:
     path.write_text(json.dumps(summary, indent=2))
+
+
+def _seeds(summary: dict[str, Any]) -> int:
+    """Seeds per method (every method runs the same seeds)."""
+    return len(next(iter(summary["methods"].values()))["runs"])
 
 
 def _mean(values) -> float | None:
