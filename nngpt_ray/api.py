@@ -16,6 +16,7 @@ from typing import Any
 from nngpt_ray.config import Config, load_config, with_overrides
 from nngpt_ray.failures import CandidateFileError, UserError
 from nngpt_ray.rundir import RunDir
+from nngpt_ray.source import parse_tree
 from nngpt_ray.spec import CandidateSpec, EvalResult
 
 
@@ -69,8 +70,6 @@ def network_spec(network: str | Path, *, dataset: str | None = None, epochs: int
                  hyperparameters: dict[str, float] | None = None, config: Config | None = None) -> CandidateSpec:
     """A network file as a candidate: its `# hyperparameters:` line and declared defaults, then the given
     values on top. Raises UserError (unreadable file, unknown dataset, bad values) before anything runs."""
-    import ast
-
     from pydantic import ValidationError
 
     from nngpt_ray import datasets
@@ -92,7 +91,7 @@ def network_spec(network: str | Path, *, dataset: str | None = None, epochs: int
         raise UserError("--epochs must be at least 1")
     values: dict[str, Any] = {"lr": DEFAULT_HYPERPARAMETERS["lr"], "momentum": DEFAULT_HYPERPARAMETERS["momentum"]}
     try:
-        declared = check_contract(ast.parse(code)).declared or set()
+        declared = check_contract(parse_tree(code)).declared or set()
     except SyntaxError:
         declared = set()
     values.update({k: DEFAULT_HYPERPARAMETERS[k] for k in declared if k in DEFAULT_HYPERPARAMETERS})

@@ -19,6 +19,7 @@ import yaml
 from nngpt_ray.contract import check_contract
 from nngpt_ray.failures import FailureKind
 from nngpt_ray.repairs import repair as near_miss_repair
+from nngpt_ray.source import parse_tree
 from nngpt_ray.safety import check_safety, safety_diagnostic
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
@@ -68,7 +69,7 @@ def check_code(code: str, hyperparameters: dict[str, Any] | None = None, transfo
     if added:
         repairs.append("added " + "; ".join(added))
     try:
-        tree = ast.parse(code)
+        tree = parse_tree(code)
     except SyntaxError as err:
         line = (err.text or "").rstrip()
         where = f"line {err.lineno}: {line.strip()}" if err.lineno else "unknown line"
@@ -80,7 +81,7 @@ def check_code(code: str, hyperparameters: dict[str, Any] | None = None, transfo
             code, added = _add_missing_imports(repaired.code)  # a copied helper may use F or math
             if added:
                 repaired.notes.append("added " + "; ".join(added))
-            tree = ast.parse(code)
+            tree = parse_tree(code)
             report = check_contract(tree)
             repairs += repaired.notes
             hyperparameters = repaired.defaults | dict(hyperparameters or {})
@@ -126,7 +127,7 @@ def _bare_code(text: str) -> str | None:
     for end in range(len(body), max(0, len(body) - 20), -1):
         candidate = "\n".join(body[:end])
         try:
-            ast.parse(candidate)
+            parse_tree(candidate)
             return candidate
         except SyntaxError:
             continue
@@ -172,7 +173,7 @@ def _parse_hyperparameters(block: str) -> tuple[dict[str, Any], dict | None]:
 
 def _add_missing_imports(code: str) -> tuple[str, list[str]]:
     try:
-        tree = ast.parse(code)
+        tree = parse_tree(code)
     except SyntaxError:
         return code, []
     bound: set[str] = set()

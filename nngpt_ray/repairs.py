@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import libcst as cst
 
 from nngpt_ray.contract import INIT_PARAMS
+from nngpt_ray.source import parse_tree
 
 _CLASSES_ARG = ("num_classes", "n_classes", "classes", "output_dim", "out_features", "num_outputs", "output_size",
                 "out_dim", "num_labels")
@@ -71,7 +72,7 @@ def _borrow_helpers(module: cst.Module, sources: tuple[str, ...], out: Repaired)
     from nngpt_ray.contract import undefined_names
 
     try:
-        missing = undefined_names(ast.parse(module.code))
+        missing = undefined_names(parse_tree(module.code))
     except SyntaxError:
         return module
     if not missing or not sources:
@@ -79,7 +80,7 @@ def _borrow_helpers(module: cst.Module, sources: tuple[str, ...], out: Repaired)
     definitions: dict[str, tuple[ast.stmt, str]] = {}
     for source in sources:
         try:
-            tree = ast.parse(source)
+            tree = parse_tree(source)
         except SyntaxError:
             continue
         for statement in tree.body:

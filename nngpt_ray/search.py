@@ -7,13 +7,13 @@ the one-shot HPO comparison samples the hyperparameter part for a fixed network.
 
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from nngpt_ray.contract import check_contract
 from nngpt_ray.corpus import CorpusEntry, seed_entries
 from nngpt_ray.failures import UserError
+from nngpt_ray.source import parse_tree
 from nngpt_ray.spec import CandidateSpec, Hyperparameters, Origin, Transform
 
 BATCHES = (16, 32, 64, 128)
@@ -32,7 +32,7 @@ class Dimension:
 
 def declared(code: str) -> set[str]:
     """The hyperparameter names a network declares (statically), beyond the three every network gets."""
-    names = check_contract(ast.parse(code)).declared or set()
+    names = check_contract(parse_tree(code)).declared or set()
     return names - {"lr", "momentum", "batch", "epochs"}
 
 

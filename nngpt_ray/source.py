@@ -12,12 +12,24 @@ import ast
 import hashlib
 import io
 import keyword
+import threading
 import tokenize
+
+_PARSING = threading.Lock()
+
+
+def parse_tree(code: str) -> ast.Module:
+    """`ast.parse`, one thread at a time: CPython 3.11 keeps the depth counter of its syntax-tree
+    construction in state that threads share, and two threads parsing at once can fail with "SystemError:
+    AST constructor recursion depth mismatch" (cpython#106905; seen with two sandboxes side by side in one
+    process). Raises SyntaxError like `ast.parse`."""
+    with _PARSING:
+        return ast.parse(code)
 
 
 def normalize(code: str) -> str:
     """Canonical text of `code`: comments, docstrings and formatting removed. Raises SyntaxError."""
-    tree = ast.parse(code)
+    tree = parse_tree(code)
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             body = node.body

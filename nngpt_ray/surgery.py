@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import libcst as cst
 
+from nngpt_ray.source import parse_tree
+
 INDENT = " " * 8
 MASK = f"{INDENT}<FILL>\n"
 _ACTIVATIONS = ("ReLU", "GELU", "SiLU", "ReLU6", "LeakyReLU", "ELU", "Hardswish", "Mish")
@@ -46,7 +48,7 @@ class Split:
 def split(code: str) -> Split:
     """Find the fill region. Raises NoFillRegion if the module has none (no Net.__init__ with super())."""
     try:
-        tree = ast.parse(code)
+        tree = parse_tree(code)
     except SyntaxError as err:
         raise NoFillRegion(f"not valid Python: {err.msg}") from None
     init = next((f for c in tree.body if isinstance(c, ast.ClassDef) and c.name == "Net"

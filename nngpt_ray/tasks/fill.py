@@ -24,6 +24,7 @@ import re
 from nngpt_ray.corpus import CorpusEntry
 from nngpt_ray.failures import FailureKind
 from nngpt_ray.parsing import ParseFailure, check_code
+from nngpt_ray.source import parse_tree
 from nngpt_ray.spec import DEFAULT_HYPERPARAMETERS, CandidateSpec, Origin
 from nngpt_ray.surgery import NoFillRegion, normalize_region, split
 from nngpt_ray.tasks.base import Prompt, Task, weighted_pick
@@ -105,7 +106,7 @@ def compact(code: str) -> str:
     their signatures), then `class Net` without learn(). Imports, docstrings, comments, helper bodies,
     supported_hyperparameters() and learn() are the same in every variant of a family; they come back
     from the reference when the module is assembled, and leaving them out cuts the prompt by half."""
-    tree = ast.parse(code)
+    tree = parse_tree(code)
     helpers, net = [], None
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name == "Net":
