@@ -89,10 +89,11 @@ class SandboxTrainable(tune.Trainable):
         if self.done:
             return self.result
         session, self.session = self.session, None
+        if stopped:  # the scheduler stopped it between epochs: the child is told, as the predictor's gate does
+            session.proceed(go=False)
         session.__exit__(None, None, None)
         result = session.result
-        if stopped and result.failure is None:  # the scheduler stopped it between epochs
-            result.failure = FailureKind.STOPPED_EARLY
+        if stopped and result.failure == FailureKind.STOPPED_EARLY:
             result.error = f"stopped by the scheduler after epoch {len(result.epochs)}"
         ray.get(self.store.complete.remote(result, self.attempt))
         self.result, self.done = result, True

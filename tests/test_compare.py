@@ -62,6 +62,21 @@ def test_tpe_trials_ran_through_ray_tune_and_the_sandbox(comparison):
     assert len(store.tests()) == 1  # its best network, scored once on the test split
 
 
+def test_trials_the_scheduler_stopped_are_stopped_early_not_failed(comparison):
+    """The seed networks all train on digits: under ASHA a trial either trains its epochs or is stopped
+    between them, and a stopped one counts as trained (as the predictor's stops do), never as a crash."""
+    out, _ = comparison
+    statuses = []
+    for method in ("tpe", "random"):
+        with Store(out / f"{method}-s0" / "store.sqlite", readonly=True) as store:
+            for r in store.table("candidates"):
+                statuses.append(r["status"])
+                assert r["status"] in ("ok", "stopped_early"), (method, r["status"], r["error"])
+                if r["status"] == "stopped_early":
+                    assert r["error"] == f"stopped by the scheduler after epoch {r['epochs_done']}"
+    assert len(statuses) == 2 * BUDGET
+
+
 def test_stopped_trials_leave_no_process_behind(comparison):
     marker = f"{MARKER_VAR}=".encode()
     for pid in os.listdir("/proc"):
