@@ -455,8 +455,9 @@ class Controller:
         active = self.adapters.get(self.loop.adapter)
         self._event(f"update v{version} started: {len(examples)} SFT examples, {len(groups)} GRPO groups")
         try:
-            await _ready(self.h.learner)  # still loading its model, or restarted by Ray after dying: wait
-            report = await self.h.learner.update.remote(
+            learner = self.h.learner_actor()  # started here on the first update where it has no GPU
+            await _ready(learner)  # still loading its model, or restarted by Ray after dying: wait
+            report = await learner.update.remote(
                 str(self.rundir.adapter(version)), examples=examples, groups=groups,
                 previous=active.path if active else None, sft_from_previous=cfg.continue_adapter)
         except ray.exceptions.RayError as err:

@@ -4,13 +4,17 @@ typed handles. It decides where things run; the controller decides what they do.
     store, dedup, predictor   on the driver's node: SQLite must have one writer on a local disk (its locking
                               is not safe over NFS), and `ray job submit` runs the driver on the head
     trainer-0..N              spread over the cluster's nodes, `trainers.num_cpus/num_gpus/resources` each
-    learner                   `learner.num_cpus/num_gpus`
+    learner                   `learner.num_cpus/num_gpus`: with GPUs of its own, started with the run (its
+                              base model loads while the first cycle generates and trains); on CPUs, at the
+                              first update (loading it earlier would take the CPUs the first cycle's
+                              generation and training run on, and a run that ends before its first update
+                              never pays for it)
     LLM application           Ray Serve, `llm.replicas` replicas
 
 Everything it started is removed again when the `launched()` block ends, however it ends (Ctrl-C
 during start-up included). A part that cannot start ends the run with one line naming it: at start-up,
-except the learner, which loads its base model while the first cycle generates and trains (it is first
-needed at the first update, where the controller ends the run the same way if it could not start).
+except the learner, which is first needed at the first update (where the controller ends the run the
+same way if it could not start).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +54,7 @@ class Handles:
     trainers: list[Any] = field(default_factory=list)
     llm: Any = None  # a Serve DeploymentHandle
     serving: bool = False  # the LLM application was (being) deployed
+    new_learner: Callable[[], Any] | None = None  # starts the learner actor (the launcher's placement)
 
     @property
     def app(self) -> str:
@@ -57,6 +62,12 @@ class Handles:
 
     def actors(self) -> list[Any]:
         return [a for a in (self.store, self.dedup, self.predictor, self.learner, *self.trainers) if a is not None]
+
+    def learner_actor(self) -> Any:
+        """The learner, started now where the run did not start it."""
+        if self.learner is None:
+            self.learner = self.new_learner()
+        return self.learner
 
 
 def init_ray(cfg: Config) -> None:
@@ -146,9 +157,10 @@ def _start(cfg: Config, run: RunDir, h: Handles) -> None:
     serve.start(proxy_location="Disabled")
     h.serving = True
     h.llm = deploy(cfg, h.app)  # raises UserError with the loader's message if the model cannot load
-    # last, so that it does not slow the start of what the first cycle needs; it is first used at an update
-    h.learner = LearnerActor.options(name=actor_name("learner", h.run), num_cpus=cfg.learner.num_cpus,
-                                     num_gpus=cfg.learner.num_gpus, **env).remote(plain, h.run)
+    h.new_learner = lambda: LearnerActor.options(name=actor_name("learner", h.run), num_cpus=cfg.learner.num_cpus,
+                                                 num_gpus=cfg.learner.num_gpus, **env).remote(plain, h.run)
+    if cfg.learner.num_gpus > 0:  # last, so that it does not slow the start of what the first cycle needs
+        h.learner_actor()
     for stage, actor in [("store", h.store), ("dedup", h.dedup), ("predictor", h.predictor),
                          *((f"trainer-{i}", t) for i, t in enumerate(h.trainers))]:
         try:
