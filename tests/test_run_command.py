@@ -50,8 +50,9 @@ def _stderr_at_exit(proc: subprocess.Popen, timeout: float = 120) -> str:
         pytest.fail(f"still running {timeout:.0f} s after the signal:\n{proc.communicate()[1][-3000:]}")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_mid_run_ends_it_with_the_summary(long_config, tmp_path, env, sig):
+def test_a_signal_mid_run_ends_it_with_the_summary(long_config, tmp_path, env):
+    """Ctrl-C here; SIGTERM reaches the same handler inside the loop (the test below), and is what the
+    start-up test sends."""
     proc = subprocess.Popen([EXE, "run", "--config", str(long_config), "--out", str(tmp_path), "--name", "sig"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
@@ -59,12 +60,40 @@ def test_a_signal_mid_run_ends_it_with_the_summary(long_config, tmp_path, env, s
         assert time.time() < deadline and proc.poll() is None, "the run never trained anything"
         time.sleep(0.5)
     sent = time.time()
-    proc.send_signal(sig)
+    proc.send_signal(signal.SIGINT)
     stderr = _stderr_at_exit(proc)
     assert proc.returncode == 130, stderr[-3000:]
     assert time.time() - sent < 60  # it stops; it does not wait for the run's end
     assert "Traceback" not in stderr and "trained twice: 0" in stderr and "interrupted: continue with" in stderr
     assert (tmp_path / "sig" / "summary.json").exists() and _trained(tmp_path / "sig" / "store.sqlite") >= 1
+
+
+@pytest.mark.parametrize("first", [signal.SIGTERM, signal.SIGINT])
+def test_inside_the_loop_either_signal_asks_the_controller_to_stop_and_a_second_stops_at_once(first):
+    import asyncio
+
+    from nngpt_ray.actors.driver import _interrupt_on_signals
+
+    class Controller:
+        interrupted = 0
+
+        def interrupt(self) -> None:
+            self.interrupted += 1
+
+    controller = Controller()
+
+    async def loop() -> None:
+        _interrupt_on_signals(controller)
+        signal.raise_signal(first)
+        await asyncio.sleep(0.05)  # the loop runs its handler
+        assert controller.interrupted == 1
+        signal.raise_signal(signal.SIGINT if first == signal.SIGTERM else signal.SIGTERM)  # the second one
+
+    from nngpt_ray import signals
+
+    with pytest.raises(KeyboardInterrupt), signals.installed():
+        asyncio.run(loop())
+    assert controller.interrupted == 1
 
 
 def test_sigterm_during_start_up_exits_cleanly(long_config, tmp_path, env):
@@ -123,7 +152,7 @@ def test_a_run_handles_its_own_stop_request_and_puts_the_handlers_back():
 
 
 def test_a_learner_that_cannot_start_ends_the_run_at_the_first_update(long_config, tmp_path, env):
-    """The learner loads its model while the first candidates generate and train; where it could not start,
+    """Where the learner could not start (on CPUs it starts at the first update; with GPUs, with the run),
     the first update ends the run with one line naming it, and what was trained is kept."""
     settings = ["learner.every_k=1", "learner.accept_threshold=0", "train.epochs=1"]  # the first result: an update
     proc = subprocess.run([EXE, "run", "--config", str(long_config), "--out", str(tmp_path), "--name", "nolearner",
