@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from build_tiny_model import FAMILIES
 from nngpt_ray.datasets import prepare
 
 DATA = Path(__file__).parent / "data"
@@ -47,35 +46,23 @@ def store_count(path: Path, count) -> int:
         return 0
 
 
-def _needs(item, fixture: str) -> bool:
-    return fixture in getattr(item, "fixturenames", ())
-
-
 def pytest_collection_modifyitems(items):
-    """Modules whose tests need the tiny model run after those that need neither it nor the rag store, and
-    the rag store's tests last: both are built in the background from the session's start (`tiny_build`,
-    `rag_build`), on the CPU the tests before them leave idle. Each module's tests keep their order."""
     for item in items:
-        if _needs(item, "ray_session"):
+        if "ray_session" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.ray)
-    needs = {}
-    for item in items:
-        rank = 2 if _needs(item, "store") and item.path.name == "test_rag.py" else int(_needs(item, "tiny_model"))
-        needs[item.path] = max(needs.get(item.path, 0), rank)
-    items.sort(key=lambda item: needs[item.path])  # stable
 
 
 class Background:
-    """A command (the `nngpt` CLI, or `python` and a script) started as soon as the session starts at a
-    low CPU priority, so that it runs on what the tests leave idle (the loop tests wait on generation much
-    of the time) and slows none of them much; the fixture that needs its answer waits for it."""
+    """A CLI command started as soon as the session starts, at the lowest CPU priority, so that it runs on
+    what other tests leave idle (the loop tests wait on generation much of the time) and slows none of
+    them; the fixture that needs its answer waits for it."""
 
-    def __init__(self, out: Path, *args: str, nice: int = 19, python: bool = False) -> None:
+    def __init__(self, out: Path, *args: str) -> None:
         self.out, self.args = out, args
         self.log = (out / "stdout").open("w"), (out / "stderr").open("w")
-        self.proc = subprocess.Popen([sys.executable if python else str(NNGPT), *args], stdout=self.log[0],
-                                     stderr=self.log[1], env={**os.environ, "COLUMNS": "200"},
-                                     preexec_fn=lambda: _low_priority(nice), start_new_session=True)
+        self.proc = subprocess.Popen([str(NNGPT), *args], stdout=self.log[0], stderr=self.log[1],
+                                     env={**os.environ, "COLUMNS": "200"}, preexec_fn=_lowest_priority,
+                                     start_new_session=True)
 
     def result(self, timeout: float) -> subprocess.CompletedProcess:
         try:
@@ -93,12 +80,12 @@ class Background:
             f.close()
 
 
-def _low_priority(nice: int) -> None:
-    """In the child, in its own session: `nice` for its session's scheduling group as well where the kernel
+def _lowest_priority() -> None:
+    """In the child, in its own session: nice 19 for its session's scheduling group as well where the kernel
     groups by session (autogroup), since a process's own nice only orders it within its group."""
-    os.nice(nice)
+    os.nice(19)
     try:
-        Path("/proc/self/autogroup").write_text(str(nice))
+        Path("/proc/self/autogroup").write_text("19")
     except OSError:
         pass
 
@@ -145,31 +132,22 @@ def ray_session():
     ray.shutdown()
 
 
-TINY_FAMILIES = list(FAMILIES)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def tiny_build(request, tmp_path_factory):
-    """`tests/build_tiny_model.py` (about 170 CPU-seconds), started with the session when a selected test
-    needs the tiny model, at nice 10: ahead of the rag build (nice 19), behind the tests."""
-    if not any(_needs(item, "tiny_model") for item in request.session.items):
-        yield None
-        return
-    out = tmp_path_factory.mktemp("tiny")
-    build = Background(out, str(Path(__file__).with_name("build_tiny_model.py")), str(out / "model"), nice=10,
-                       python=True)
-    yield build
-    build.stop()
+TINY_FAMILIES = ["plain_cnn", "vgg"]
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tiny_build):
-    """A real small LM built by the bootstrap code path with a test-sized recipe (tests/build_tiny_model.py).
-    Loops that use it narrow `task.families` to the same two families (`tiny_loop_settings`), so its fills
-    are mostly valid."""
-    proc = tiny_build.result(timeout=900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return tiny_build.out / "model"
+def tiny_model(tmp_path_factory):
+    """A real small LM built by the bootstrap code path, with a test-sized recipe: it learns the fill
+    format over two seed families and their mutants (about 90 s on 2 CPU cores; its loss levels off at
+    ~0.1 after about 170 steps). Loops that use it narrow `task.families` to the same two
+    (`tiny_loop_settings`), so its fills are mostly valid."""
+    from nngpt_ray.bootstrap import Recipe, build
+
+    target = tmp_path_factory.mktemp("tiny") / "model"
+    recipe = Recipe(mutants_per_family=30, hidden_size=128, layers=3, intermediate_size=256, train_steps=200,
+                    max_train_seconds=85, lr=3e-3, batch_size=8, families=tuple(TINY_FAMILIES))
+    build(target, recipe, print)
+    return target
 
 
 def tiny_loop_settings(model: Path) -> dict:
