@@ -25,6 +25,19 @@ def test_lemur_network_runs_unchanged():
     assert out["best_accuracy"] > 0.5  # a real network really trained on digits
 
 
+def test_a_network_that_imports_torchvision_trains(tmp_path):
+    """The zygote imports torchvision only for candidates that import it (most do not, and their zygotes
+    skip that import), before forking the child."""
+    code = LEMUR.replace("import torch.nn as nn\n", "import torch.nn as nn\nimport torchvision\n", 1).replace(
+        "        x = self.avgpool(x)\n",
+        "        x = torchvision.ops.stochastic_depth(x, 0.1, 'row', self.training)\n        x = self.avgpool(x)\n", 1)
+    assert "torchvision.ops" in code
+    (tmp_path / "tv.py").write_text(code)
+    out = eval_json(tmp_path / "tv.py", "--epochs", "1", "--lr", "0.05", "--batch", "32")
+    assert out["status"] == "ok", out["error"]
+    assert out["best_accuracy"] > 0.3
+
+
 @pytest.mark.parametrize("name, old, new, kind, words", [
     ("syntax", "def forward(self, x):", "def forward(self, x)", "syntax", "SyntaxError"),
     ("no_net", "class Net(nn.Module):", "class Network(nn.Module):", "contract", "no module-level class Net"),
