@@ -26,8 +26,8 @@ def test_lemur_network_runs_unchanged():
 
 
 def test_a_network_that_imports_torchvision_trains(tmp_path):
-    """The zygote imports torchvision only for candidates that import it (most do not, and their zygotes
-    skip that import), before forking the child."""
+    """The zygote imports torchvision before the fork: the child could not (its compiled ops fail to load
+    under the confinement: 'operator torchvision::nms does not exist')."""
     code = LEMUR.replace("import torch.nn as nn\n", "import torch.nn as nn\nimport torchvision\n", 1).replace(
         "        x = self.avgpool(x)\n",
         "        x = torchvision.ops.stochastic_depth(x, 0.1, 'row', self.training)\n        x = self.avgpool(x)\n", 1)

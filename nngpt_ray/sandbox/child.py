@@ -3,8 +3,8 @@
 This file is a standalone script (standard library, numpy and torch only), so the code that sits next
 to untrusted code is small and imports nothing of nngpt_ray.
 
-The process started from it is a *zygote*: it imports torch once (torchvision too, the first time a
-candidate imports it), prepares each dataset it is asked for once (training images and labels, validation and test *images only*), and then forks one child per
+The process started from it is a *zygote*: it imports torch once, prepares each dataset it is asked for
+once (training images and labels, validation and test *images only*), and then forks one child per
 candidate. It never runs candidate code itself and never initialises CUDA (a forked CUDA context is
 unusable; each child initialises its own). It is a child subreaper, so a candidate's descendants that
 detach (setsid, double fork) are re-parented to it and stay findable; it dies with its trainer.
@@ -62,6 +62,11 @@ def zygote(sock_fd, parent_pid):
     import torch
     import torch.nn.functional as F
 
+    import torch._dynamo  # noqa: F401  every child's first optimizer step imports it (~2 CPU-s): paid once, here
+    try:  # networks may import it, and a child cannot: its compiled ops do not load under the confinement
+        import torchvision  # noqa: F401
+    except Exception:
+        pass
     torch.set_num_threads(1)  # no thread pool may exist in a process that forks
     sock = socket.socket(fileno=sock_fd)
     wake_r, wake_w = os.pipe()
@@ -94,11 +99,6 @@ def zygote(sock_fd, parent_pid):
         if not message:  # the trainer closed its end
             os._exit(0)
         request = json.loads(message)
-        for name in request["job"].get("preload", ()):  # a package the candidate imports (torchvision): once, here
-            try:
-                importlib.import_module(name)
-            except Exception:
-                pass  # the candidate's own import fails the same way, and is classified
         try:
             data = _prepared(request["job"], cache, np, torch, F)
         except Exception as err:  # a missing or unreadable array file: the parent classifies it

@@ -21,7 +21,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import selectors
 import shutil
 import signal
@@ -67,15 +66,6 @@ class ExitInfo:
             with contextlib.suppress(ValueError):
                 return signal.Signals(-self.returncode).name
         return None
-
-
-PRELOADABLE = ("torchvision",)  # heavy packages the zygote imports once, for the candidates that import them
-
-
-def preloads(code: str) -> list[str]:
-    """The packages of PRELOADABLE that `code` imports: its zygote imports them before forking its child,
-    once for every later child (most candidates never import them, and their zygotes never pay for it)."""
-    return [name for name in PRELOADABLE if re.search(rf"^\s*(?:import|from)\s+{name}\b", code, re.M)]
 
 
 def base_environment(token: str, threads: int) -> dict[str, str]:
@@ -233,7 +223,6 @@ class SandboxProcess:
         job = dict(self.job)
         job.update(
             code_path=str(self.scratch / "candidate.py"),
-            preload=preloads(self.code),
             scratch=str(self.scratch),
             env=base_environment(self.token, threads) | {"HOME": str(self.scratch), "TMPDIR": str(self.scratch)},
             cgroup_procs=self.cgroup.procs_files() if self.cgroup else [],
