@@ -19,8 +19,8 @@ import yaml
 from nngpt_ray.contract import check_contract
 from nngpt_ray.failures import FailureKind
 from nngpt_ray.repairs import repair as near_miss_repair
-from nngpt_ray.source import parse_tree
 from nngpt_ray.safety import check_safety, safety_diagnostic
+from nngpt_ray.source import parse_tree
 
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
 _CODE_START = re.compile(r"^(import |from |class |def |@)")

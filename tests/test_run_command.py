@@ -72,6 +72,7 @@ def test_a_signal_mid_run_ends_it_with_the_summary(long_config, tmp_path, env):
 def test_inside_the_loop_either_signal_asks_the_controller_to_stop_and_a_second_stops_at_once(first):
     import asyncio
 
+    from nngpt_ray import signals
     from nngpt_ray.actors.driver import _interrupt_on_signals
 
     class Controller:
@@ -88,8 +89,6 @@ def test_inside_the_loop_either_signal_asks_the_controller_to_stop_and_a_second_
         await asyncio.sleep(0.05)  # the loop runs its handler
         assert controller.interrupted == 1
         signal.raise_signal(signal.SIGINT if first == signal.SIGTERM else signal.SIGTERM)  # the second one
-
-    from nngpt_ray import signals
 
     with pytest.raises(KeyboardInterrupt), signals.installed():
         asyncio.run(loop())
