@@ -7,7 +7,8 @@ next. Everything about quotas, cycles, adapters and when to learn lives here and
 model or a cluster (tests/test_loop_state.py).
 
 A *cycle* is the span in which one adapter version generates: it ends when `per_cycle` new candidates
-were sent to training (or `max_generations_per_cycle` completions were generated). An update starts
+were sent to training (its last batch may bring a few more; they train too) or `max_generations_per_cycle`
+completions were generated. An update starts
 as soon as `every_k` new accepted results exist, while generation and training go on; the adapter it
 makes is *staged* and takes over at the next cycle boundary, so every cycle is a same-sized sample of
 one adapter's work. A cycle that ends with no staged adapter waits for its candidates to finish, then
@@ -218,12 +219,22 @@ class Loop:
         open_quota = b.per_cycle - c.sent - c.in_flight  # as if every prompt in flight came back new
         if open_quota <= 0 and c.in_flight:
             return 0  # what is in flight may fill the quota: wait for it
-        room = min(size, b.max_generations_per_cycle - c.generated - c.in_flight, max(1, open_quota))
+        room = min(size, b.max_generations_per_cycle - c.generated - c.in_flight, self._prompts_for(open_quota))
         if b.max_candidates is not None:
             room = min(room, b.max_candidates - self.generated_total - self.in_flight)
         if b.max_sent is not None:  # a batch never asks for more than could still be sent: no overshoot
             room = min(room, b.max_sent - self.sent_total - self.in_flight)
         return room
+
+    def _prompts_for(self, quota: int) -> int:
+        """The prompts that should bring `quota` new candidates: the quota over the share of completions that
+        came back new in this cycle and the one before (Laplace-smoothed: 1/2 before anything is known). A
+        model that repeats itself is asked a few full batches, not a long tail of one-prompt requests that
+        cost nearly as much each (measured on the tiny test model: 129 prompts in 45 requests, 102 s). The
+        last batch of a cycle may bring more new candidates than its quota: they all train, in that cycle."""
+        seen = [self.counts.get(cycle, CycleCounts()) for cycle in (self.cycle, self.cycle - 1)]
+        new, generated = sum(c.sent for c in seen) + 1, sum(c.generated for c in seen) + 2
+        return max(1, -(-quota * generated // new))  # ceil(quota / (new / generated))
 
     def temperature_record(self, cycle: int) -> str:
         """What each temperature gave in `cycle`, e.g. "0.4: 3/10, 0.6: 5/21"."""

@@ -22,17 +22,35 @@ def fill(loop: Loop, kinds: list[str], size: int = 4) -> tuple[list[str], list]:
     return new, loop.admitted(batch, kinds, new)
 
 
-def test_batches_fill_the_quota_and_wait_for_what_is_in_flight():
-    loop = make(per_cycle=4)
-    first = loop.next_batch(6)
-    assert (first.cycle, first.adapter, first.size, first.index) == (0, 0, 4, 0)  # no more than the quota asks
-    assert loop.next_batch(6) is None and not loop.can_generate()  # 4 in flight could fill it: wait
-    loop.admitted(first, ["new", "invalid", "duplicate", "invalid"], ["a"])
-    second = loop.next_batch(6)
-    assert (second.size, second.index) == (3, 4)  # 3 short, and the run's completion counter continues
-    loop.admitted(second, ["new"] * 3, ["b", "c", "d"])
+def test_batches_ask_for_the_open_quota_over_the_novel_yield_and_wait_for_what_is_in_flight():
+    loop = make(per_cycle=4, max_generations_per_cycle=40)
+    first = loop.next_batch(6)  # a quota of 4 at the prior yield of 1/2 wants 8: no more than the batch size
+    assert (first.cycle, first.adapter, first.size, first.index) == (0, 0, 6, 0)
+    assert loop.next_batch(6) is None and not loop.can_generate()  # 6 in flight could fill it: wait
+    loop.admitted(first, ["new", "invalid", "duplicate", "invalid", "duplicate", "invalid"], ["a"])
+    second = loop.next_batch(20)  # 3 short at a yield of (1 + 1) / (6 + 2): 12 prompts
+    assert (second.size, second.index) == (12, 6)  # and the run's completion counter continues
+    loop.admitted(second, ["duplicate"] * 11 + ["new"], ["b"])
+    third = loop.next_batch(20)  # 2 short at (2 + 1) / (18 + 2): 14 prompts
+    assert third.size == 14
+    loop.admitted(third, ["new"] * 3 + ["invalid"] * 11, ["c", "d", "e"])  # one over the quota: it trains too
     assert loop.quota_done() and loop.next_batch(6) is None
-    assert loop.counts[0].generated == 7 and loop.counts[0].sent == 4 and set(loop.pending) == set("abcd")
+    assert loop.counts[0].generated == 32 and loop.counts[0].sent == 5 and set(loop.pending) == set("abcde")
+
+
+def test_the_cycle_cap_and_the_next_cycle_use_what_was_measured():
+    loop = make(per_cycle=2, max_generations_per_cycle=8, every_k=99)
+    fill(loop, ["new"] + ["invalid"] * 3, size=20)  # a quota of 2 at the prior 1/2: 4 prompts
+    last = loop.next_batch(20)  # 1 short at (1 + 1) / (4 + 2) wants 3
+    assert last.size == 3
+    loop.admitted(last, ["invalid"] * 3, [])
+    last = loop.next_batch(20)  # 1 short at (1 + 1) / (7 + 2) wants 5, but 1 is left of the cycle's 8
+    assert last.size == 1
+    loop.admitted(last, ["new"], ["c"])
+    loop.finished_candidate("c0", accepted=False)
+    actions = loop.finished_candidate("c", accepted=False)
+    assert any(isinstance(a, Advance) for a in actions) and loop.cycle == 1
+    assert loop.next_batch(20).size == 7  # a quota of 2 at cycle 0's (2 + 1) / (8 + 2): 6.7, so 7
 
 
 def test_an_update_starts_at_every_k_accepted_and_takes_over_at_the_boundary():
