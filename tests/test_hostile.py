@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -444,3 +446,28 @@ def test_the_child_holds_no_descriptor_of_its_zygote(run, server, tmp_path):
     assert result.failure == FailureKind.TRAIN_ERROR
     fds = [int(x) for x in result.error.split("fds=")[1].split()[0].strip(" ,.'").split(",")]
     assert len(fds) == 6, fds  # stdin/out/err, its result and control pipes, and the listdir itself
+
+
+PRIORITY_PROBE = """
+import sys
+from pathlib import Path
+Path("/proc/self/autogroup").write_text("7")  # this trainer's session runs at a low priority
+from nngpt_ray.config import SandboxConfig
+from nngpt_ray.datasets import prepare
+from nngpt_ray.harness import evaluate
+from nngpt_ray.spec import CandidateSpec, Hyperparameters
+spec = CandidateSpec(code=sys.argv[1], hyperparameters=Hyperparameters(lr=0.1, batch=64, epochs=1))
+print(evaluate(spec, prepare("digits"), SandboxConfig(scratch_root=Path(sys.argv[2]), static_check=False,
+                                                      audit_hook=False)).error)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/autogroup").exists(), reason="the kernel does not group by session")
+def test_a_sandbox_keeps_the_cpu_priority_of_the_trainer_that_started_it(tmp_path):
+    """The zygote and each child run in sessions of their own, which under autogroup are scheduling groups
+    of their own: they must not climb out of a trainer started at a low priority to the default one."""
+    code = hostile("raise RuntimeError('group nice=' + open('/proc/self/autogroup').read().split()[-1])")
+    proc = subprocess.run([sys.executable, "-c", PRIORITY_PROBE, code, str(tmp_path)], capture_output=True,
+                          text=True, timeout=120, start_new_session=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "group nice=7" in proc.stdout, proc.stdout

@@ -58,6 +58,7 @@ def zygote(sock_fd, parent_pid):
     if os.getppid() != parent_pid:  # the trainer died before the line above took effect
         os._exit(1)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
+    _set_group_nice(_group_nice(parent_pid))  # started in its own session, as each child is
     import numpy as np
     import torch
     import torch.nn.functional as F
@@ -119,6 +120,29 @@ def zygote(sock_fd, parent_pid):
         _reply(sock, t="spawned", pid=pid)
 
 
+def _group_nice(pid="self"):
+    """The nice value of the scheduling group of process `pid` where the kernel groups processes by session
+    (autogroup); None where it does not."""
+    try:
+        with open(f"/proc/{pid}/autogroup") as f:
+            return int(f.read().split()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _set_group_nice(nice):
+    """Right after a new session began: under autogroup that session is a new scheduling group at the
+    default priority, which would lift a sandbox out of a trainer started at a low priority (a batch job
+    that did `echo 19 > /proc/self/autogroup`). It takes over the value of the group it left; nothing
+    changes where that was 0 (the usual case) or where there are no such groups."""
+    if nice:
+        try:
+            with open("/proc/self/autogroup", "w") as f:
+                f.write(str(nice))
+        except OSError:
+            pass
+
+
 def _reply(sock, **message):
     sock.send(json.dumps(message).encode())
 
@@ -160,7 +184,9 @@ def _child(job, fds, data):
     result_fd, control_fd, output_fd = fds
     code = 0
     try:
+        nice = _group_nice()
         os.setsid()  # own session and process group: the parent kills the group
+        _set_group_nice(nice)
         os.dup2(output_fd, 1)
         os.dup2(output_fd, 2)
         null = os.open(os.devnull, os.O_RDONLY)
