@@ -152,6 +152,7 @@ def tiny_model(tmp_path_factory):
 
 def tiny_loop_settings(model: Path) -> dict:
     """The config sections a test loop over the tiny model shares. A model this small has nearly memorized
-    its examples: a high temperature keeps most of its fills valid and about half of them new."""
+    its examples: a high temperature keeps most of its fills valid and about half of them new. Candidates
+    train on 700 of digits' images: the seed families still reach 75-95% in two epochs, in half the time."""
     return {"llm": {"model": str(model), "batch_size": 6, "temperature": 0.9, "max_new_tokens": 256},
-            "task": {"families": TINY_FAMILIES}}
+            "task": {"families": TINY_FAMILIES}, "data": {"max_train": 700}}

@@ -17,6 +17,7 @@ from pathlib import Path
 import ray
 from ray.cluster_utils import Cluster
 
+from conftest import tiny_loop_settings
 from nngpt_ray.actors import actor_name
 from nngpt_ray.actors.driver import execute
 from nngpt_ray.config import Config
@@ -30,8 +31,8 @@ workers = [cluster.add_node(num_cpus=1, resources={"trainer_slot": 2}) for _ in 
 cluster.wait_for_nodes()
 cfg = Config.model_validate({
     "run": {"out_dir": str(out), "name": "multi", "final_test": 0},
-    "llm": {"model": model, "batch_size": 6, "temperature": 0.9, "max_new_tokens": 256},
-    "task": {"families": ["plain_cnn", "vgg"]},
+    **tiny_loop_settings(Path(model)),
+    "data": {"max_train": None},  # all of digits: a longer training is a wider window to remove a worker in
     "train": {"epochs": 2},
     "trainers": {"count": 2, "num_cpus": 0.5, "resources": {"trainer_slot": 1}, "max_retries": 2},
     "learner": {"every_k": 2, "accept_threshold": 0.3, "epochs": 2, "batch_size": 4, "gate_prompts": 0},

@@ -25,9 +25,9 @@ def comparison(ray_session, tiny_model, tmp_path_factory):
     from nngpt_ray.baselines.compare import compare
 
     out = tmp_path_factory.mktemp("compare")
-    cfg = Config.model_validate({**tiny_loop_settings(tiny_model), "train": {"epochs": 2},
-                                 "learner": {"every_k": 2, "accept_threshold": 0.3, "epochs": 2, "batch_size": 4},
-                                 "loop": {"cycles": 2}})
+    # one cycle: the LLM method's generation, dedup and training are what this module checks (learning across
+    # cycles is test_loop's and test_faults'), and a second cycle would start the learner for a forced update
+    cfg = Config.model_validate({**tiny_loop_settings(tiny_model), "train": {"epochs": 2}, "loop": {"cycles": 1}})
     summary = compare(cfg, ["llm", "tpe", "random"], BUDGET, 1, out, scheduler="asha")
     return out, summary
 
