@@ -10,8 +10,9 @@ A *cycle* is the span in which one adapter version generates: it ends when `per_
 were sent to training (its last batch may bring a few more; they train too) or `max_generations_per_cycle`
 completions were generated. An update starts as soon as `every_k` new accepted results exist, while
 generation and training go on; the adapter it makes is *staged* and takes over at the next cycle
-boundary, so every cycle is a same-sized sample of one adapter's work. A cycle that ends with no staged adapter waits for its candidates to finish, then
-tries one update with whatever was accepted, and otherwise moves on with the adapter it had.
+boundary, so every cycle is a same-sized sample of one adapter's work. A cycle that ends with no staged
+adapter waits for its candidates to finish, then tries one update with whatever was accepted, and
+otherwise moves on with the adapter it had.
 
 Where `loop.temperatures` lists several, each batch is sampled at one chosen by Thompson sampling on novel
 yield: a fine-tuned adapter that grows sharp and repetitive gets a hotter temperature, one whose fills fall
