@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from tiny_model import TINY_FAMILIES, TINY_MODEL
 
 from nngpt_ray.datasets import prepare
 
@@ -132,21 +134,12 @@ def ray_session():
     ray.shutdown()
 
 
-TINY_FAMILIES = ["plain_cnn", "vgg"]
-
-
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
-    """A real small LM built by the bootstrap code path, with a test-sized recipe: it learns the fill
-    format over two seed families and their mutants (about 90 s on 2 CPU cores; its loss levels off at
-    ~0.1 after about 170 steps). Loops that use it narrow `task.families` to the same two
-    (`tiny_loop_settings`), so its fills are mostly valid."""
-    from nngpt_ray.bootstrap import Recipe, build
-
+    """A copy of the tiny model kept in tests/data (see tiny_model.py), so that no test writes beside the
+    original and each session's Serve deployments see a path of their own."""
     target = tmp_path_factory.mktemp("tiny") / "model"
-    recipe = Recipe(mutants_per_family=30, hidden_size=128, layers=3, intermediate_size=256, train_steps=200,
-                    max_train_seconds=85, lr=3e-3, batch_size=8, families=tuple(TINY_FAMILIES))
-    build(target, recipe, print)
+    shutil.copytree(TINY_MODEL, target)
     return target
 
 
