@@ -69,7 +69,7 @@ def search(cfg: Config, run: RunDir, method: Method, seed: int, budget: int, spa
     trainable = tune.with_resources(
         tune.with_parameters(SandboxTrainable, run=run.root.name, method=method,
                              settings=cfg.model_dump(mode="json"), space=space, code=code),
-        {"cpu": cfg.trainers.num_cpus, "gpu": cfg.trainers.num_gpus})
+        {"cpu": cfg.trainers.num_cpus, "gpu": cfg.trainers.num_gpus, **cfg.trainers.resources})  # as a trainer asks
     path = run.root / "tune" / "search"
     if tune.Tuner.can_restore(str(path)):
         tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, restart_errored=True)
