@@ -33,7 +33,7 @@ def execute(cfg: Config, run: RunDir, *, on_tick=None, console=None) -> Outcome:
     """Run (or resume) the loop to the end of its budget. The summary is also saved as summary.json.
     Raises UserError for bad input (a model that does not load, a missing dataset)."""
     from nngpt_ray.actors.controller import Controller, StageError
-    from nngpt_ray.actors.launcher import init_ray, launched
+    from nngpt_ray.actors.launcher import check_placeable, init_ray, launched
 
     say = console.print if console is not None else print
     started = time.monotonic()
@@ -48,6 +48,7 @@ def execute(cfg: Config, run: RunDir, *, on_tick=None, console=None) -> Outcome:
             say("starting Ray ..." if not cfg.ray.address else f"joining Ray at {cfg.ray.address} ...")
             init_ray(cfg)
             signals.install()  # ray.init installed its own
+            check_placeable(cfg, say=say)
             signals.check()
             with launched(cfg, run) as handles:
 

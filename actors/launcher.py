@@ -88,6 +88,51 @@ def init_ray(cfg: Config) -> None:
              include_dashboard=cfg.ray.dashboard, configure_logging=True, logging_level=logging.WARNING)
 
 
+PARTS = ("trainers", "learner", "llm")  # the config sections whose actors ask Ray for resources
+
+
+def requests(cfg: Config, parts: tuple[str, ...] = PARTS) -> dict[str, dict[str, float]]:
+    """What one actor of each part asks a single node for: a trainer (a Tune trial asks the same), the
+    learner, and an LLM replica (with vLLM tensor parallelism, its placement group packs every GPU on one node)."""
+    t, learner, llm = cfg.trainers, cfg.learner, cfg.llm
+    asked = {"trainers": {"CPU": t.num_cpus, "GPU": t.num_gpus, **t.resources},
+             "learner": {"CPU": learner.num_cpus, "GPU": learner.num_gpus},
+             "llm": {"CPU": llm.num_cpus, "GPU": llm.num_gpus * llm.tensor_parallel}}
+    return {part: {k: v for k, v in asked[part].items() if v > 0} for part in parts}
+
+
+def unplaceable(asked: dict[str, dict[str, float]], nodes: list[dict[str, float]]) -> list[str]:
+    """One line for each part whose request no node could hold even when idle (`nodes`: each node's total
+    resources). Ray would keep such an actor pending for ever."""
+    def amounts(resources: dict[str, float], keys) -> str:
+        return ", ".join(f"{k} {resources.get(k, 0):g}" for k in keys)
+
+    lines = []
+    for part, request in asked.items():
+        if any(all(node.get(k, 0) >= v for k, v in request.items()) for node in nodes):
+            continue
+        have = "; ".join(dict.fromkeys(amounts(node, request) for node in nodes)) or "nothing"
+        lines.append(f"{part}: each asks one node for {amounts(request, request)}, and "
+                     f"{'its node has' if len(nodes) == 1 else 'its nodes have'} {have}")
+    return lines
+
+
+def check_placeable(cfg: Config, parts: tuple[str, ...] = PARTS, say=print) -> None:
+    """Refuse, with one line, a run that asks for resources no node of a local Ray has (a GPU setting on a
+    laptop would otherwise wait for ever). A cluster joined by address may have an autoscaler that adds such
+    a node: there it is a warning, and the dashboard shows the pending actor."""
+    nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+    lines = unplaceable(requests(cfg, parts), nodes)
+    if not lines:
+        return
+    if cfg.ray.address or os.environ.get("RAY_ADDRESS"):
+        for line in lines:
+            say(f"warning: no node of the cluster fits it now; waiting for one (an autoscaler adds it): {line}")
+        return
+    raise UserError(f"the local Ray cannot place this run: {'; '.join(lines)}; lower these settings, or join a "
+                    f"cluster that has such nodes (ray.address)")
+
+
 def _reachable(address: str, timeout_s: float = 15.0) -> None:
     """Fail within `timeout_s`, with one line, when nothing answers at `address` (ray.init would retry a dead
     head for minutes). Addresses Ray resolves itself ("auto", "local", a ray:// client URL) are left to it."""

@@ -52,12 +52,13 @@ def method_config(cfg: Config, method: str, seed: int, budget: int, out: Path) -
 def compare(cfg: Config, methods: list[str], budget: int, seeds: int, out: Path, *, scheduler: str | None = None,
             say=print) -> dict[str, Any]:
     from nngpt_ray.actors.driver import execute
-    from nngpt_ray.actors.launcher import init_ray
+    from nngpt_ray.actors.launcher import PARTS, check_placeable, init_ray
     from nngpt_ray.baselines.tune import search
 
     space = check(cfg, methods, budget, seeds)
     out.mkdir(parents=True, exist_ok=True)
     init_ray(cfg)
+    check_placeable(cfg, PARTS if "llm" in methods else ("trainers",), say)
     runs = []
     for seed in range(seeds):
         for method in methods:

@@ -63,7 +63,7 @@ def training_networks(cfg: Config, families: list[str], mutants: int) -> dict[st
 
 def compare_hpo(cfg: Config, out: Path, *, held_out: int = 6, per_network: int = 5, mutants: int = 2,
                 tpe_trials: int = 20, say=print) -> dict[str, Any]:
-    from nngpt_ray.actors.launcher import init_ray, store_only
+    from nngpt_ray.actors.launcher import check_placeable, init_ray, store_only
     from nngpt_ray.baselines.compare import finished, mark_finished
     from nngpt_ray.baselines.tune import search
 
@@ -72,6 +72,7 @@ def compare_hpo(cfg: Config, out: Path, *, held_out: int = 6, per_network: int =
     out.mkdir(parents=True, exist_ok=True)
     cfg = with_overrides(cfg, [f"run.out_dir={out}", "run.final_test=0", "task.kind=hpo"])
     init_ray(cfg)
+    check_placeable(cfg, say=say)
 
     networks = training_networks(cfg, trained, mutants)
     records = RunDir(out / "records").create()

@@ -37,3 +37,20 @@ def test_removing_a_worker_mid_run_loses_nothing(multinode):
     outcomes = [a["outcome"] for a in store.attempts(multinode["victim"])]
     assert outcomes[0] == "trainer lost" and outcomes.count("completed") == 1  # re-queued, trained once elsewhere
     assert store.candidate(multinode["victim"])["stage"] == "finished"
+
+
+def test_a_request_that_no_node_can_hold_is_named_with_what_the_nodes_have():
+    from nngpt_ray.actors.launcher import requests, unplaceable
+    from nngpt_ray.config import Config
+
+    cfg = Config.model_validate({"trainers": {"num_gpus": 1, "resources": {"fast": 1}},
+                                 "llm": {"num_gpus": 1, "tensor_parallel": 2}})
+    asked = requests(cfg)
+    assert asked == {"trainers": {"CPU": 0.5, "GPU": 1, "fast": 1}, "learner": {"CPU": 0.5},
+                     "llm": {"CPU": 0.5, "GPU": 2}}
+    two_gpu_nodes = [{"CPU": 8, "GPU": 1, "fast": 1, "memory": 1e9}, {"CPU": 8, "GPU": 1}]
+    assert unplaceable(asked, two_gpu_nodes) == [  # vLLM's tensor-parallel group needs both GPUs on one node
+        "llm: each asks one node for CPU 0.5, GPU 2, and its nodes have CPU 8, GPU 1"]
+    assert unplaceable(asked, [{"CPU": 8, "GPU": 2, "fast": 1}]) == []
+    assert unplaceable(requests(cfg, ("trainers", "learner")), [{"CPU": 2}]) == [
+        "trainers: each asks one node for CPU 0.5, GPU 1, fast 1, and its node has CPU 2, GPU 0, fast 0"]

@@ -165,6 +165,20 @@ def test_a_learner_that_cannot_start_ends_the_run_at_the_first_update(long_confi
     assert "Traceback" not in proc.stderr and _trained(tmp_path / "nolearner" / "store.sqlite") >= 1
 
 
+def test_a_gpu_setting_on_a_local_ray_without_gpus_is_refused_instead_of_waiting_for_ever(tiny_model, tmp_path):
+    """Ray keeps an actor no node can hold pending for ever; a local Ray will never grow such a node."""
+    local = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"COLUMNS": "200"}
+    proc = subprocess.run([EXE, "run", "--out", str(tmp_path), "--set", f"llm.model={tiny_model}",
+                           "--set", "trainers.num_gpus=1", "--set", "learner.num_gpus=0.5"],
+                          env=local, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("nngpt: error: the local Ray cannot place this run: trainers: each asks one node for "
+                           "CPU 0.5, GPU 1, and its node has CPU ") and "; learner: each asks one node for " \
+        "CPU 0.5, GPU 0.5, and its node has " in last and last.endswith("(ray.address)"), last
+    assert "Traceback" not in proc.stderr
+
+
 def test_a_model_that_cannot_load_ends_the_run_at_once(tmp_path, env):
     broken = tmp_path / "model"
     broken.mkdir()
