@@ -127,7 +127,7 @@ def check_placeable(cfg: Config, parts: tuple[str, ...] = PARTS, say=print) -> N
         return
     if cfg.ray.address or os.environ.get("RAY_ADDRESS"):
         for line in lines:
-            say(f"warning: no node of the cluster fits it now; waiting for one (an autoscaler adds it): {line}")
+            say(f"warning: {line}; the run waits until the cluster has such a node (an autoscaler may add one)")
         return
     raise UserError(f"the local Ray cannot place this run: {'; '.join(lines)}; lower these settings, or join a "
                     f"cluster that has such nodes (ray.address)")
