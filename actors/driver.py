@@ -13,6 +13,7 @@ import json
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from nngpt_ray import signals
@@ -42,7 +43,7 @@ def execute(cfg: Config, run: RunDir, *, on_tick=None, console=None) -> Outcome:
         try:
             cfg.preflight()
             if cfg.llm.model is None:
-                cfg = _with_embedded_model(cfg, run, console)
+                cfg = with_embedded_model(cfg, run.root, say)
             started = time.monotonic()  # the deadline counts from here: the model build is a one-time step
             run.prepare_store(cfg)
             say("starting Ray ..." if not cfg.ray.address else f"joining Ray at {cfg.ray.address} ...")
@@ -76,16 +77,16 @@ def execute(cfg: Config, run: RunDir, *, on_tick=None, console=None) -> Outcome:
     return Outcome(summary, ended, error)
 
 
-def _with_embedded_model(cfg: Config, run: RunDir, console) -> Config:
-    """The embedded model (built once per machine) copied into the run directory, and the config pointed
-    at the copy: on a cluster the run directory is the storage every node sees, a node's cache is not."""
+def with_embedded_model(cfg: Config, folder: Path, say=print) -> Config:
+    """The embedded model (built once per machine) copied into `folder` (a run's or a comparison's), and the
+    config pointed at the copy: on a cluster that folder is on the storage every node sees, a node's cache is not."""
     import shutil
 
     from nngpt_ray.bootstrap import ensure_embedded_model
     from nngpt_ray.config import with_overrides
 
-    source = ensure_embedded_model(console=console)
-    copy = run.root / "model"
+    source = ensure_embedded_model(say=say)
+    copy = folder / "model"
     if not (copy / "manifest.json").exists():
         shutil.copytree(source, copy.with_name("model.partial"), dirs_exist_ok=True)
         copy.with_name("model.partial").rename(copy)

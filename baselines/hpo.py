@@ -63,6 +63,7 @@ def training_networks(cfg: Config, families: list[str], mutants: int) -> dict[st
 
 def compare_hpo(cfg: Config, out: Path, *, held_out: int = 6, per_network: int = 5, mutants: int = 2,
                 tpe_trials: int = 20, say=print) -> dict[str, Any]:
+    from nngpt_ray.actors.driver import with_embedded_model
     from nngpt_ray.actors.launcher import check_placeable, init_ray, store_only
     from nngpt_ray.baselines.compare import finished, mark_finished
     from nngpt_ray.baselines.tune import search
@@ -71,6 +72,8 @@ def compare_hpo(cfg: Config, out: Path, *, held_out: int = 6, per_network: int =
     held, trained = split_families(cfg, held_out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = with_overrides(cfg, [f"run.out_dir={out}", "run.final_test=0", "task.kind=hpo"])
+    if cfg.llm.model is None:  # the learner and the deployment read the same copy, as a run's do
+        cfg = with_embedded_model(cfg, out, say)
     init_ray(cfg)
     check_placeable(cfg, say=say)
 

@@ -70,13 +70,12 @@ def model_dir(root: Path = DEFAULT_ROOT, recipe: Recipe = Recipe()) -> Path:
     return Path(root).expanduser() / digest.hexdigest()[:12]
 
 
-def ensure_embedded_model(cfg=None, force: bool = False, console=None, root: Path = DEFAULT_ROOT,
+def ensure_embedded_model(cfg=None, force: bool = False, say=print, root: Path = DEFAULT_ROOT,
                           recipe: Recipe = Recipe()) -> Path:
-    """The embedded model's directory, building it first if it is missing (or `force`)."""
+    """The embedded model's directory, building it first if it is missing (or `force`); `say` shows the build."""
     target = model_dir(root, recipe)
     if (target / "manifest.json").exists() and not force:
         return target
-    say = console.print if console is not None else print
     say(f"building the embedded model into {target} (once; at most {recipe.max_train_seconds / 60 + 2:.0f} minutes)")
     build(target, recipe, say)
     return target

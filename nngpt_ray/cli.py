@@ -541,7 +541,7 @@ def _cmd_bootstrap(args: argparse.Namespace) -> int:
     from nngpt_ray.config import load_config
 
     cfg = load_config(args.config, args.set)
-    path = ensure_embedded_model(cfg, force=args.force, console=err_console)
+    path = ensure_embedded_model(cfg, force=args.force, say=err_console.print)
     out_console.print(f"embedded model: {path}")
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -134,14 +135,24 @@ def _candidates(path: Path) -> int:
     return store_count(path, lambda store: len(store.table("candidates")))
 
 
-def test_the_hpo_mode_runs_end_to_end(ray_session, tiny_model, tmp_path):
+def test_the_hpo_mode_runs_end_to_end(ray_session, tiny_model, tmp_path, monkeypatch):
     """One held-out network, two training networks, the smallest budgets: every stage runs for real (random
-    records in the sandbox, the learner's LoRA update, one-shot answers from base and tuned model, TPE)."""
+    records in the sandbox, the learner's LoRA update, one-shot answers from base and tuned model, TPE).
+    With no `llm.model`, as a user runs it: the tiny model stands in the embedded model's cache folder (in
+    a home folder of the test's own), and the learner and the deployment must both get the copy made
+    beside the comparison."""
     from nngpt_ray.baselines.hpo import TPE_AT, compare_hpo
+    from nngpt_ray.bootstrap import model_dir
 
-    cfg = Config.model_validate({**tiny_loop_settings(tiny_model), "task": {"families": ["plain_cnn", "vgg", "resnet"]},
+    settings = tiny_loop_settings(tiny_model)
+    settings["llm"] = {k: v for k, v in settings["llm"].items() if k != "model"}
+    cfg = Config.model_validate({**settings, "task": {"families": ["plain_cnn", "vgg", "resnet"]},
                                  "train": {"epochs": 1}, "learner": {"epochs": 2, "batch_size": 2}})
+    assert cfg.llm.model is None  # (paths were expanded with the real home folder: the data are found)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    shutil.copytree(tiny_model, model_dir())
     summary = compare_hpo(cfg, tmp_path / "hpo", held_out=1, per_network=1, mutants=0, tpe_trials=2, say=lambda _: None)
+    assert (tmp_path / "hpo" / "model" / "manifest.json").exists()
     assert len(summary["held_out"]) == 1 and len(summary["trained_on"]) == 2 and summary["examples"] == 2
     [row] = summary["networks"]
     assert row["network"] == summary["held_out"][0]
