@@ -10,7 +10,9 @@ run that was interrupted resumes with `Tuner.restore`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 from typing import Any, Literal
 
 from ray import tune
@@ -54,6 +56,7 @@ def searcher(method: Method, seed: int, concurrency: int):
     if method == "tpe":
         import optuna
 
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per study: the command says what runs
         sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
         return ConcurrencyLimiter(PrunedAwareOptunaSearch(metric=METRIC, mode="max", sampler=sampler),
                                   max_concurrent=concurrency)
@@ -87,7 +90,9 @@ def search(cfg: Config, run: RunDir, method: Method, seed: int, budget: int, spa
                                       stop={"training_iteration": cfg.train.epochs},
                                       checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
                                       failure_config=tune.FailureConfig(max_failures=cfg.trainers.max_retries)))
-    results = tuner.fit()
+    # Tune prints its experiment box to stdout even at verbose=0; the command's stdout is its table and JSON
+    with contextlib.redirect_stdout(sys.stderr):
+        results = tuner.fit()
     networks = next((len(d.values) for d in space.dimensions() if d.name == "family"), 1) if every_network else 1
     if results.num_terminated + results.num_errors < budget * networks:
         # Tune stops on Ctrl-C or SIGTERM, saves its state and returns: the search is not finished, and its

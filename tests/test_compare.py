@@ -125,6 +125,7 @@ def test_an_interrupted_search_is_not_marked_finished_and_the_same_command_resum
     assert not (run / "compare.json").exists() and _candidates(run / "store.sqlite") < 3
     resumed = run_cli(*args, "--json", env=env, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Configuration for experiment" not in resumed.stdout  # Tune's own box goes to stderr
     (result,) = json.loads(resumed.stdout.strip().splitlines()[-1])["methods"]["random"]["runs"]
     assert result["sent"] == 3 and (run / "compare.json").exists()
     with Store(run / "store.sqlite", readonly=True) as store:
