@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -46,7 +47,8 @@ def execute(cfg: Config, run: RunDir, *, on_tick=None, console=None) -> Outcome:
                 cfg = with_embedded_model(cfg, run.root, say)
             started = time.monotonic()  # the deadline counts from here: the model build is a one-time step
             run.prepare_store(cfg)
-            say("starting Ray ..." if not cfg.ray.address else f"joining Ray at {cfg.ray.address} ...")
+            address = cfg.ray.address or os.environ.get("RAY_ADDRESS")  # as init_ray chooses
+            say(f"joining Ray at {address} ..." if address else "starting Ray ...")
             init_ray(cfg)
             signals.install()  # ray.init installed its own
             check_placeable(cfg, say=say)

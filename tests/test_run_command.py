@@ -163,6 +163,7 @@ def test_a_learner_that_cannot_start_ends_the_run_at_the_first_update(long_confi
     assert line.startswith("nngpt: error: stage learner failed: the learner actor could not start: ") \
         and line.endswith("InjectedFault: injected fault at learner.loaded"), line
     assert "Traceback" not in proc.stderr and _trained(tmp_path / "nolearner" / "store.sqlite") >= 1
+    assert f"joining Ray at {env['RAY_ADDRESS']} ..." in proc.stderr  # the address came from the environment
 
 
 def test_a_gpu_setting_on_a_local_ray_without_gpus_is_refused_instead_of_waiting_for_ever(tiny_model, tmp_path):
@@ -176,7 +177,7 @@ def test_a_gpu_setting_on_a_local_ray_without_gpus_is_refused_instead_of_waiting
     assert last.startswith("nngpt: error: the local Ray cannot place this run: trainers: each asks one node for "
                            "CPU 0.5, GPU 1, and its node has CPU ") and "; learner: each asks one node for " \
         "CPU 0.5, GPU 0.5, and its node has " in last and last.endswith("(ray.address)"), last
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in proc.stderr and "starting Ray ..." in proc.stderr
 
 
 def test_a_model_that_cannot_load_ends_the_run_at_once(tmp_path, env):
