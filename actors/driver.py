@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import time
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ def execute(cfg: Config, run: RunDir, *, on_tick=None, console=None) -> Outcome:
     """Run (or resume) the loop to the end of its budget. The summary is also saved as summary.json.
     Raises UserError for bad input (a model that does not load, a missing dataset)."""
     from nngpt_ray.actors.controller import Controller, StageError
-    from nngpt_ray.actors.launcher import check_placeable, init_ray, launched
+    from nngpt_ray.actors.launcher import check_placeable, cluster_address, init_ray, launched
 
     say = console.print if console is not None else print
     started = time.monotonic()
@@ -47,7 +46,7 @@ def execute(cfg: Config, run: RunDir, *, on_tick=None, console=None) -> Outcome:
                 cfg = with_embedded_model(cfg, run.root, say)
             started = time.monotonic()  # the deadline counts from here: the model build is a one-time step
             run.prepare_store(cfg)
-            address = cfg.ray.address or os.environ.get("RAY_ADDRESS")  # as init_ray chooses
+            address = cluster_address(cfg)
             say(f"joining Ray at {address} ..." if address else "starting Ray ...")
             init_ray(cfg)
             signals.install()  # ray.init installed its own

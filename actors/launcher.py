@@ -70,14 +70,20 @@ class Handles:
         return self.learner
 
 
+def cluster_address(cfg: Config) -> str | None:
+    """The cluster a run joins: `ray.address`, else RAY_ADDRESS (set by `ray job submit`); None: it starts
+    a local Ray of its own."""
+    return cfg.ray.address or os.environ.get("RAY_ADDRESS")
+
+
 def init_ray(cfg: Config) -> None:
-    """Join the cluster named by `ray.address` or RAY_ADDRESS (set by `ray job submit`); with neither,
-    start a private local instance (never whatever /tmp/ray last pointed at)."""
+    """Join the cluster at `cluster_address`; without one, start a private local instance (never whatever
+    /tmp/ray last pointed at)."""
     if ray.is_initialized():
         return
     for name in ("ray", "ray.serve"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    address = cluster_address(cfg)
     if address:
         _reachable(address)
         ray.init(address=address, namespace=cfg.ray.namespace, log_to_driver=False)
@@ -125,7 +131,7 @@ def check_placeable(cfg: Config, parts: tuple[str, ...] = PARTS, say=print) -> N
     lines = unplaceable(requests(cfg, parts), nodes)
     if not lines:
         return
-    if cfg.ray.address or os.environ.get("RAY_ADDRESS"):
+    if cluster_address(cfg):
         for line in lines:
             say(f"warning: {line}; the run waits until the cluster has such a node (an autoscaler may add one)")
         return
