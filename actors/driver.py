@@ -42,8 +42,7 @@ def execute(cfg: Config, run: RunDir, *, on_tick=None, console=None) -> Outcome:
     with signals.installed():  # Ctrl-C and SIGTERM raise KeyboardInterrupt while the run starts and ends
         try:
             cfg.preflight()
-            if cfg.llm.model is None:
-                cfg = with_embedded_model(cfg, run.root, say)
+            cfg = with_embedded_model(cfg, run.root, say)
             started = time.monotonic()  # the deadline counts from here: the model build is a one-time step
             run.prepare_store(cfg)
             address = cluster_address(cfg)
@@ -79,8 +78,11 @@ def execute(cfg: Config, run: RunDir, *, on_tick=None, console=None) -> Outcome:
 
 
 def with_embedded_model(cfg: Config, folder: Path, say=print) -> Config:
-    """The embedded model (built once per machine) copied into `folder` (a run's or a comparison's), and the
-    config pointed at the copy: on a cluster that folder is on the storage every node sees, a node's cache is not."""
+    """Where `llm.model` is not set: the embedded model (built once per machine) copied into `folder` (a run's
+    or a comparison's), and the config pointed at the copy: on a cluster that folder is on the storage every
+    node sees, a node's cache is not. A config that names its model is returned as it is."""
+    if cfg.llm.model is not None:
+        return cfg
     import shutil
 
     from nngpt_ray.bootstrap import ensure_embedded_model

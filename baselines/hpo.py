@@ -72,8 +72,7 @@ def compare_hpo(cfg: Config, out: Path, *, held_out: int = 6, per_network: int =
     held, trained = split_families(cfg, held_out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = with_overrides(cfg, [f"run.out_dir={out}", "run.final_test=0", "task.kind=hpo"])
-    if cfg.llm.model is None:  # the learner and the deployment read the same copy, as a run's do
-        cfg = with_embedded_model(cfg, out, say)
+    cfg = with_embedded_model(cfg, out, say)  # the learner and the deployment read one copy, as a run's do
     init_ray(cfg)
     check_placeable(cfg, say=say)
 

@@ -14,9 +14,8 @@ from nngpt_ray.bootstrap import REPLAY_FILE, Recipe, ensure_embedded_model, mode
 def test_the_kept_tiny_model_was_trained_on_what_the_current_seeds_and_prompts_give():
     """Fails when a seed network, a mutation or the fill prompt changed since the tiny model was built:
     the test loops would then generate from a model that learned something else."""
-    kept = (TINY_MODEL / REPLAY_FILE).read_text().splitlines()
-    now = [json.dumps({"prompt": p, "completion": c}) for p, c in training_examples(random.Random(TINY_RECIPE.seed), TINY_RECIPE)]
-    assert kept == now, "tests/data/tiny-model is stale: rebuild it with `.venv/bin/python tests/tiny_model.py`"
+    kept = [(d["prompt"], d["completion"]) for d in map(json.loads, (TINY_MODEL / REPLAY_FILE).read_text().splitlines())]
+    assert kept == training_examples(random.Random(TINY_RECIPE.seed), TINY_RECIPE), "tests/data/tiny-model is stale: rebuild it with `.venv/bin/python tests/tiny_model.py`"
     assert json.loads((TINY_MODEL / "manifest.json").read_text())["recipe"]["train_steps"] == TINY_RECIPE.train_steps
 
 

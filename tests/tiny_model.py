@@ -13,7 +13,6 @@ are mostly valid. Its loss levels off at ~0.1 after about 170 steps."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from nngpt_ray.bootstrap import Recipe, build
@@ -25,11 +24,7 @@ TINY_MODEL = Path(__file__).parent / "data" / "tiny-model"
 
 
 def main() -> None:
-    built = TINY_MODEL.with_name(TINY_MODEL.name + ".new")
-    shutil.rmtree(built, ignore_errors=True)
-    build(built, TINY_RECIPE, print)
-    shutil.rmtree(TINY_MODEL, ignore_errors=True)
-    built.rename(TINY_MODEL)
+    build(TINY_MODEL, TINY_RECIPE, print)  # it builds beside the folder and replaces it only when done
     print(f"rebuilt {TINY_MODEL}")
 
 
